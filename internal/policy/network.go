@@ -1,0 +1,153 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"path"
+	"slices"
+	"strings"
+)
+
+// Request is one egress request as the proxy sees it.
+type Request struct {
+	// Host is the name or IP literal the agent asked for, as sent (the
+	// decision lowercases it and strips one trailing dot).
+	Host string
+	Port int
+	// Method is the HTTP method, or "CONNECT" for a tunnel.
+	Method string
+	// Path is the request path for plain HTTP; "" for CONNECT.
+	Path string
+}
+
+// NormalizeHost lowercases h, strips one trailing dot and IPv6 brackets.
+func NormalizeHost(h string) string {
+	h = strings.ToLower(strings.TrimSuffix(h, "."))
+	h = strings.TrimPrefix(h, "[")
+	h = strings.TrimSuffix(h, "]")
+	return h
+}
+
+// Decide answers whether the proxy may serve r. It only matches the policy's
+// rules; the proxy separately refuses addresses that resolve to loopback,
+// private, link-local or metadata ranges unless a rule names that exact IP.
+func (n *Network) Decide(r Request) Decision {
+	host := NormalizeHost(r.Host)
+	if host == "" {
+		return Decision{Rule: "default-deny", Reason: "request names no host"}
+	}
+	hostMatched := false
+	for i, rule := range n.Allow {
+		if !rule.matchHost(host) {
+			continue
+		}
+		hostMatched = true
+		name := fmt.Sprintf("network.allow[%d]", i)
+		if !rule.matchPort(r.Port) {
+			continue
+		}
+		if r.Method == "CONNECT" {
+			if (len(rule.Methods) > 0 || len(rule.Paths) > 0) && !rule.AllowConnect {
+				return Decision{Rule: name, Reason: fmt.Sprintf("%s allows only plain HTTP with method and path rules; a CONNECT tunnel would hide them", host)}
+			}
+			return Decision{Allow: true, Rule: name, Reason: fmt.Sprintf("%s:%d is allowed", host, r.Port)}
+		}
+		if len(rule.Methods) > 0 && !slices.ContainsFunc(rule.Methods, func(m string) bool { return strings.EqualFold(m, r.Method) }) {
+			return Decision{Rule: name, Reason: fmt.Sprintf("method %s to %s is not allowed (allowed: %s)", r.Method, host, strings.Join(rule.Methods, ", "))}
+		}
+		if len(rule.Paths) > 0 && !slices.ContainsFunc(rule.Paths, func(p string) bool { return MatchPath(p, r.Path) }) {
+			return Decision{Rule: name, Reason: fmt.Sprintf("path %s on %s is not allowed (allowed: %s)", r.Path, host, strings.Join(rule.Paths, ", "))}
+		}
+		return Decision{Allow: true, Rule: name, Reason: fmt.Sprintf("%s:%d is allowed", host, r.Port)}
+	}
+	if hostMatched {
+		return Decision{Rule: "default-deny", Reason: fmt.Sprintf("port %d on %s is not allowed by the policy", r.Port, host)}
+	}
+	return Decision{Rule: "default-deny", Reason: fmt.Sprintf("host %s is not on the policy's network allowlist", host)}
+}
+
+// AllowsName reports whether some rule could allow the DNS name, so the
+// in-sandbox resolver answers it. Names off the list get no answer.
+func (n *Network) AllowsName(name string) bool {
+	host := NormalizeHost(name)
+	for _, rule := range n.Allow {
+		if rule.matchHost(host) {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsIP reports whether a rule names addr exactly, which is the only way
+// a loopback, private or link-local address may be reached.
+func (n *Network) AllowsIP(addr netip.Addr, port int) bool {
+	for _, rule := range n.Allow {
+		ip, err := netip.ParseAddr(NormalizeHost(rule.Host))
+		if err == nil && ip.Unmap() == addr.Unmap() && rule.matchPort(port) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *HostRule) matchHost(host string) bool {
+	pat := NormalizeHost(r.Host)
+	if suffix, ok := strings.CutPrefix(pat, "*."); ok {
+		return strings.HasSuffix(host, "."+suffix) && len(host) > len(suffix)+1
+	}
+	return host == pat
+}
+
+func (r *HostRule) matchPort(port int) bool {
+	if len(r.Ports) == 0 {
+		return port == 443 || port == 80
+	}
+	return slices.Contains(r.Ports, port)
+}
+
+// MatchPath matches an HTTP path against a glob: "*" matches within one
+// segment, "**" matches across segments, a trailing "/**" also matches the
+// directory itself. The path is cleaned first so "/a/../b" cannot slip past
+// a rule for "/b/*" by looking like "/a/...".
+func MatchPath(pattern, p string) bool {
+	if p == "" {
+		p = "/"
+	}
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	p = path.Clean(p)
+	return matchGlob(pattern, p)
+}
+
+func matchGlob(pattern, s string) bool {
+	for len(pattern) > 0 {
+		switch {
+		case strings.HasPrefix(pattern, "**"):
+			rest := strings.TrimPrefix(pattern[2:], "/")
+			if rest == "" {
+				return true
+			}
+			for i := 0; i <= len(s); i++ {
+				if (i == 0 || s[i-1] == '/') && matchGlob(rest, s[i:]) {
+					return true
+				}
+			}
+			return false
+		case pattern[0] == '*':
+			for i := 0; i <= len(s) && (i == 0 || s[i-1] != '/'); i++ {
+				if matchGlob(pattern[1:], s[i:]) {
+					return true
+				}
+			}
+			return false
+		default:
+			if len(s) == 0 || pattern[0] != s[0] {
+				// "/x/**" also matches "/x".
+				return pattern == "/**" && s == ""
+			}
+			pattern, s = pattern[1:], s[1:]
+		}
+	}
+	return s == ""
+}
