@@ -25,13 +25,27 @@ type Policy struct {
 	Version int
 	// DefaultProfile names the profile `enclave run` uses without --profile.
 	DefaultProfile string
-	// Profiles by name. Always holds at least DefaultProfile.
+	// Profiles by name, each fully resolved: extends is applied and every
+	// setting the file leaves out holds the built-in default. Always holds
+	// DefaultProfile.
 	Profiles map[string]*Profile
+
+	// Providers are the sanctioned model providers, in file order. Empty
+	// means the policy names none; the gateway then sanctions providers
+	// configured from the host environment at Classification.Default.
+	Providers []Provider
+	// Classification labels workspace content for the gateway.
+	Classification Classification
+	// Gateway holds the model gateway's budgets.
+	Gateway Gateway
 }
 
 // Profile is one complete set of sandbox settings.
 type Profile struct {
-	Name       string
+	Name string
+	// Extends names the parent profile, "" for one based directly on the
+	// built-in defaults. Informational: the fields below are resolved.
+	Extends    string
 	Filesystem Filesystem
 	Network    Network
 	Exec       Exec
@@ -41,6 +55,10 @@ type Profile struct {
 	// the kernel lacks them ("landlock", "seccomp", "cgroups"). Empty means
 	// fail closed: a missing layer stops `enclave run`.
 	Degrade []string
+
+	// at maps a setting's path within the profile ("filesystem.read_write[1]")
+	// to where it was written, so later checks can point at the file.
+	at map[string]srcPos
 }
 
 // Filesystem settings. Paths are absolute host paths after Load expands "~".
