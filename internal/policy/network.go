@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"path"
 	"slices"
 	"strings"
@@ -35,6 +36,11 @@ func (n *Network) Decide(r Request) Decision {
 	host := NormalizeHost(r.Host)
 	if host == "" {
 		return Decision{Rule: "default-deny", Reason: "request names no host"}
+	}
+	if !validRequestHost(host) {
+		// Odd names ("a..example.com", "x.example.com\x00") may be read
+		// differently by the resolver than by the matcher; refuse them.
+		return Decision{Rule: "default-deny", Reason: fmt.Sprintf("%q is not a valid host name", r.Host)}
 	}
 	hostMatched := false
 	for i, rule := range n.Allow {
@@ -95,7 +101,17 @@ func (r *HostRule) matchHost(host string) bool {
 	if suffix, ok := strings.CutPrefix(pat, "*."); ok {
 		return strings.HasSuffix(host, "."+suffix) && len(host) > len(suffix)+1
 	}
-	return host == pat
+	if host == pat {
+		return true
+	}
+	// IP literals match by value, so "::ffff:127.0.0.1" and "127.0.0.1"
+	// are one address, as AllowsIP already treats them.
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if pip, err := netip.ParseAddr(pat); err == nil {
+			return ip.Unmap() == pip.Unmap()
+		}
+	}
+	return false
 }
 
 func (r *HostRule) matchPort(port int) bool {
@@ -105,10 +121,18 @@ func (r *HostRule) matchPort(port int) bool {
 	return slices.Contains(r.Ports, port)
 }
 
-// MatchPath matches an HTTP path against a glob: "*" matches within one
-// segment, "**" matches across segments, a trailing "/**" also matches the
-// directory itself. The path is cleaned first so "/a/../b" cannot slip past
-// a rule for "/b/*" by looking like "/a/...".
+// MatchPath matches an HTTP request path against a glob: "*" matches within
+// one segment, "**" matches across segments, a trailing "/**" also matches
+// the directory itself.
+//
+// The path is normalised the way a lenient server might read it, so that no
+// spelling reaches a resource the rule does not cover: the query is dropped,
+// percent-escapes are decoded, ";parameters" are removed from each segment
+// (some servers read "/a/..;/b" as "/a/../b"), and "." and ".." segments
+// are resolved. Paths a server could read in more than one way never match:
+// an encoded "/" or "\" ("%2F", "%5C"), a raw "\", a NUL, a "%" left after
+// decoding (double encoding), an invalid escape, or a path not starting
+// with "/".
 func MatchPath(pattern, p string) bool {
 	if p == "" {
 		p = "/"
@@ -116,8 +140,30 @@ func MatchPath(pattern, p string) bool {
 	if i := strings.IndexAny(p, "?#"); i >= 0 {
 		p = p[:i]
 	}
-	p = path.Clean(p)
-	return matchGlob(pattern, p)
+	p, ok := normalizeRequestPath(p)
+	return ok && matchGlob(pattern, p)
+}
+
+func normalizeRequestPath(p string) (string, bool) {
+	if !strings.HasPrefix(p, "/") {
+		return "", false
+	}
+	lower := strings.ToLower(p)
+	if strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.ContainsAny(p, "\\\x00") {
+		return "", false
+	}
+	dec, err := url.PathUnescape(p)
+	if err != nil || strings.ContainsAny(dec, "%\\\x00") {
+		return "", false
+	}
+	if strings.Contains(dec, ";") {
+		segs := strings.Split(dec, "/")
+		for i, s := range segs {
+			segs[i], _, _ = strings.Cut(s, ";")
+		}
+		dec = strings.Join(segs, "/")
+	}
+	return path.Clean(dec), true
 }
 
 func matchGlob(pattern, s string) bool {
