@@ -1,0 +1,527 @@
+package workspace
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Status is how one path changed between the base and the agent's tree.
+type Status string
+
+// Statuses of a FileChange.
+const (
+	Added       Status = "added"
+	Modified    Status = "modified"
+	Deleted     Status = "deleted"
+	Renamed     Status = "renamed"
+	Copied      Status = "copied"
+	TypeChanged Status = "type-changed"
+)
+
+// FileChange is one changed path.
+type FileChange struct {
+	// Path is the path in the agent's tree (for Deleted, in the base).
+	Path string `json:"path"`
+	// OldPath is the base path of a rename or copy.
+	OldPath string `json:"old_path,omitempty"`
+	Status  Status `json:"status"`
+	// Similarity is the rename/copy score in percent.
+	Similarity int `json:"similarity,omitempty"`
+	// OldMode and NewMode are git modes in octal ("100644", "100755",
+	// "120000" for a symlink, "160000" for a submodule); "" when absent.
+	OldMode string `json:"old_mode,omitempty"`
+	NewMode string `json:"new_mode,omitempty"`
+	// Added and Deleted count lines; both are 0 for a binary file.
+	Added   int  `json:"added"`
+	Deleted int  `json:"deleted"`
+	Binary  bool `json:"binary,omitempty"`
+}
+
+// Change is what the agent changed: the tree it left against the base.
+type Change struct {
+	Session string `json:"session"`
+	// Base is the base commit (see Workspace.Base); UserHead the user's
+	// real HEAD at Prepare.
+	Base     string `json:"base"`
+	UserHead string `json:"user_head,omitempty"`
+	// Head is the commit of the agent's final tree in the shadow
+	// repository, parent Base, at refs/heads/enclave/<session>.
+	Head  string       `json:"head"`
+	Files []FileChange `json:"files"`
+	// Insertions and Deletions total the line counts of Files.
+	Insertions int `json:"insertions"`
+	Deletions  int `json:"deletions"`
+	// Skipped lists paths of the copy that are not in Head and why
+	// (hidden by policy, nested repository, a name git refuses).
+	Skipped []Note    `json:"skipped,omitempty"`
+	Created time.Time `json:"created"`
+
+	gitDir string
+	home   string
+}
+
+// Snapshot records the copy's current tree as a commit in the shadow
+// repository and returns what changed against the base. It never uses the
+// copy's .git (see the package documentation). Call it only after every
+// process of the sandbox has exited: the copy must not change while it is
+// read. Calling it again records a new head; the last result is stored and
+// returned by LastChange.
+func (w *Workspace) Snapshot(ctx context.Context) (*Change, error) {
+	if fi, err := os.Lstat(w.Copy); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("snapshot session %s: copy %s is gone", w.Session, w.Copy)
+	}
+	start := time.Now()
+	tree, skipped, err := w.stage(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
+	}
+	head, err := w.commitTree(ctx, tree, w.Base, "enclave: session "+w.Session+"\n\nThe tree the agent left in its copy.\n")
+	if err != nil {
+		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
+	}
+	sh := w.shadow()
+	if _, err := sh.git(ctx, "update-ref", "refs/heads/"+w.Branch, head); err != nil {
+		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
+	}
+	c := &Change{
+		Session:  w.Session,
+		Base:     w.Base,
+		UserHead: w.UserHead,
+		Head:     head,
+		Skipped:  skipped,
+		Created:  time.Now().UTC(),
+		gitDir:   sh.gitDir,
+		home:     sh.home,
+	}
+	if err := c.load(ctx); err != nil {
+		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
+	}
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicWrite(filepath.Join(w.Dir, changeName), data); err != nil {
+		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
+	}
+	w.log.Info("workspace snapshot", "head", head, "files", len(c.Files), "skipped", len(skipped), "took", time.Since(start))
+	return c, nil
+}
+
+// LastChange returns the change stored by the last Snapshot.
+func (w *Workspace) LastChange() (*Change, error) {
+	data, err := os.ReadFile(filepath.Join(w.Dir, changeName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("session %s: %w", w.Session, ErrNoSnapshot)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c Change
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("session %s: %s: %w", w.Session, changeName, err)
+	}
+	if c.Session != w.Session || c.Base != w.Base || !isHex40(c.Head) {
+		return nil, fmt.Errorf("session %s: %s does not belong to this workspace", w.Session, changeName)
+	}
+	sh := w.shadow()
+	c.gitDir, c.home = sh.gitDir, sh.home
+	return &c, nil
+}
+
+// GitDir is the shadow repository holding Base and Head; the merge step
+// can fetch refs/heads/enclave/<session> from it into the user's
+// repository. Its objects borrow from the user's through alternates.
+func (c *Change) GitDir() string { return c.gitDir }
+
+// Patch writes the change as a unified diff for people to read: binary
+// files are named but not included, no external diff or textconv runs.
+// Names and content are the agent's: a caller printing to a terminal
+// should pass w through TerminalSafe.
+func (c *Change) Patch(ctx context.Context, w io.Writer) error {
+	return c.diff(ctx, w)
+}
+
+// BinaryPatch writes the change as a full-index binary patch that
+// `git apply --3way` can apply to the user's repository.
+func (c *Change) BinaryPatch(ctx context.Context, w io.Writer) error {
+	return c.diff(ctx, w, "--binary", "--full-index")
+}
+
+func (c *Change) diff(ctx context.Context, w io.Writer, extra ...string) error {
+	if c.gitDir == "" {
+		return errors.New("patch: change not loaded from a workspace")
+	}
+	sh := shadow{gitDir: c.gitDir, home: c.home}
+	args := []string{"diff", "--no-ext-diff", "--no-textconv", "--no-color", "-M", "--submodule=short", "--no-relative"}
+	args = append(args, extra...)
+	args = append(args, c.Base, c.Head, "--")
+	cmd := sh.cmd(args...)
+	cmd.stdout = w
+	if _, err := cmd.run(ctx); err != nil {
+		return fmt.Errorf("patch session %s: %w", c.Session, err)
+	}
+	return nil
+}
+
+// stage brings the shadow index in line with the copy and writes its tree.
+// Paths the agent may not contribute are excluded before git looks at
+// them and removed from the index after, and reported.
+func (w *Workspace) stage(ctx context.Context) (string, []Note, error) {
+	sh := w.shadow()
+	skipped, excludes, err := w.scanCopy()
+	if err != nil {
+		return "", nil, err
+	}
+	excl := w.hidden.excludeLines() + excludes
+	if err := writeFile(filepath.Join(sh.gitDir, "info", "exclude"), excl); err != nil {
+		return "", nil, err
+	}
+	if _, err := sh.git(ctx, "-c", "advice.addEmbeddedRepo=false", "add", "--all"); err != nil {
+		return "", nil, err
+	}
+	// Authoritative filter: whatever git staged, hidden paths and new
+	// gitlinks do not go into the tree.
+	out, err := sh.git(ctx, "ls-files", "-z", "--stage")
+	if err != nil {
+		return "", nil, err
+	}
+	baseLinks, err := w.baseGitlinks(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	var drop []string
+	for _, rec := range bytes.Split(out, []byte{0}) {
+		if len(rec) == 0 {
+			continue
+		}
+		meta, path, ok := bytes.Cut(rec, []byte{'\t'})
+		if !ok {
+			return "", nil, fmt.Errorf("ls-files: malformed record %q", rec)
+		}
+		p := string(path)
+		switch {
+		case w.hidden.match(p):
+			drop = append(drop, p)
+			skipped = append(skipped, Note{Path: p, Reason: "hidden by policy"})
+		case bytes.HasPrefix(meta, []byte("160000 ")) && !baseLinks[p]:
+			drop = append(drop, p)
+			skipped = append(skipped, Note{Path: p, Reason: "nested git repository not recorded"})
+		}
+	}
+	if len(drop) > 0 {
+		c := sh.cmd("update-index", "-z", "--force-remove", "--stdin")
+		c.stdin = strings.NewReader(strings.Join(drop, "\x00") + "\x00")
+		if _, err := c.run(ctx); err != nil {
+			return "", nil, err
+		}
+	}
+	tree, err := sh.git(ctx, "write-tree")
+	if err != nil {
+		return "", nil, err
+	}
+	return strings.TrimSpace(string(tree)), skipped, nil
+}
+
+// baseGitlinks returns the submodule paths of the base tree (the only
+// gitlinks a snapshot may contain).
+func (w *Workspace) baseGitlinks(ctx context.Context) (map[string]bool, error) {
+	links := map[string]bool{}
+	rev := w.Base
+	if rev == "" {
+		rev = w.UserHead
+	}
+	if rev == "" {
+		return links, nil
+	}
+	out, err := w.shadow().git(ctx, "ls-tree", "-r", "-z", "--full-tree", rev)
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range bytes.Split(out, []byte{0}) {
+		if meta, path, ok := bytes.Cut(rec, []byte{'\t'}); ok && bytes.HasPrefix(meta, []byte("160000 ")) {
+			links[string(path)] = true
+		}
+	}
+	return links, nil
+}
+
+// scanCopy walks the copy (never following symlinks, never entering the
+// copy's own .git) for entries git must not see: nested repositories (a
+// directory holding ".git"), names git refuses with an error that would
+// stop the snapshot (".GIT", "git~1", a symlinked .gitmodules), and
+// returns them as notes and as info/exclude lines.
+func (w *Workspace) scanCopy() ([]Note, string, error) {
+	var notes []Note
+	var excl strings.Builder
+	exclude := func(rel, reason string) error {
+		notes = append(notes, Note{Path: rel, Reason: reason})
+		line, ok := gitignoreLiteral(rel)
+		if !ok {
+			return fmt.Errorf("path %q cannot be excluded from the snapshot (control characters in its name); remove it from the copy", rel)
+		}
+		excl.WriteString(line + "\n")
+		return nil
+	}
+	err := filepath.WalkDir(w.Copy, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == w.Copy {
+			return nil
+		}
+		rel := filepath.ToSlash(p[len(w.Copy)+1:])
+		if rel == ".git" {
+			return filepath.SkipDir
+		}
+		if w.hidden.match(rel) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		name := d.Name()
+		switch {
+		case name == ".git":
+			parent := filepath.ToSlash(filepath.Dir(rel))
+			if err := exclude(parent, "nested git repository not recorded"); err != nil {
+				return err
+			}
+			return filepath.SkipDir
+		case isDotGitLike(name):
+			if err := exclude(rel, "name refused by git"); err != nil {
+				return err
+			}
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+		case d.Type()&fs.ModeSymlink != 0 && isDotGitFile(name):
+			if err := exclude(rel, "symlinked "+name+" refused by git"); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("scan copy: %w", err)
+	}
+	return notes, excl.String(), nil
+}
+
+// isDotGitLike reports names git's verify_path refuses as aliases of .git.
+func isDotGitLike(name string) bool {
+	trimmed := strings.TrimRight(name, ". ")
+	return strings.EqualFold(trimmed, ".git") || strings.EqualFold(name, "git~1")
+}
+
+func isDotGitFile(name string) bool {
+	n := strings.ToLower(strings.TrimRight(name, ". "))
+	return n == ".gitmodules" || n == ".gitattributes" || n == ".gitignore" || n == ".mailmap" ||
+		strings.HasPrefix(n, "gi7eba~") || strings.HasPrefix(n, "gitmod~")
+}
+
+// gitignoreLiteral renders rel as an anchored gitignore line matching
+// exactly that path, escaping the pattern characters.
+func gitignoreLiteral(rel string) (string, bool) {
+	var b strings.Builder
+	b.WriteByte('/')
+	for _, r := range rel {
+		if r < 0x20 || r == 0x7f {
+			return "", false
+		}
+		switch r {
+		case '\\', '*', '?', '[', ']', '!', '#', ' ':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String(), true
+}
+
+// load fills Files and the totals from the shadow repository.
+func (c *Change) load(ctx context.Context) error {
+	sh := shadow{gitDir: c.gitDir, home: c.home}
+	raw, err := sh.git(ctx, "diff-tree", "-r", "-z", "-M", "--no-abbrev", "--raw", "--no-ext-diff", "--no-textconv", c.Base, c.Head)
+	if err != nil {
+		return err
+	}
+	files, err := parseRaw(raw)
+	if err != nil {
+		return err
+	}
+	num, err := sh.git(ctx, "diff-tree", "-r", "-z", "-M", "--numstat", "--no-ext-diff", "--no-textconv", c.Base, c.Head)
+	if err != nil {
+		return err
+	}
+	stats, err := parseNumstat(num)
+	if err != nil {
+		return err
+	}
+	for i := range files {
+		f := &files[i]
+		if s, ok := stats[f.Path]; ok {
+			f.Added, f.Deleted, f.Binary = s.Added, s.Deleted, s.Binary
+			c.Insertions += s.Added
+			c.Deletions += s.Deleted
+		}
+	}
+	c.Files = files
+	return nil
+}
+
+// parseRaw parses `git diff-tree -r -z --raw` output:
+// ":<old mode> <new mode> <old sha> <new sha> <status>[score]\0<path>\0[<path2>\0]".
+// The paths are the agent's and may hold any byte but NUL.
+func parseRaw(b []byte) ([]FileChange, error) {
+	var out []FileChange
+	for len(b) > 0 {
+		head, rest, ok := bytes.Cut(b, []byte{0})
+		if !ok || len(head) == 0 || head[0] != ':' {
+			return nil, fmt.Errorf("diff-tree raw: malformed record %.40q", b)
+		}
+		fields := strings.Fields(string(head[1:]))
+		if len(fields) != 5 {
+			return nil, fmt.Errorf("diff-tree raw: %d fields in %.80q, want 5", len(fields), head)
+		}
+		for _, m := range fields[:2] {
+			if len(m) != 6 || strings.Trim(m, "01234567") != "" {
+				return nil, fmt.Errorf("diff-tree raw: bad mode %q", m)
+			}
+		}
+		f := FileChange{OldMode: fields[0], NewMode: fields[1]}
+		if f.OldMode == "000000" {
+			f.OldMode = ""
+		}
+		if f.NewMode == "000000" {
+			f.NewMode = ""
+		}
+		st := fields[4]
+		npaths := 1
+		switch st[0] {
+		case 'A':
+			f.Status = Added
+		case 'M':
+			f.Status = Modified
+		case 'D':
+			f.Status = Deleted
+		case 'T':
+			f.Status = TypeChanged
+		case 'R', 'C':
+			f.Status = Renamed
+			if st[0] == 'C' {
+				f.Status = Copied
+			}
+			npaths = 2
+			n, err := strconv.Atoi(st[1:])
+			if err != nil || n < 0 || n > 100 {
+				return nil, fmt.Errorf("diff-tree raw: bad score in status %q", st)
+			}
+			f.Similarity = n
+		default:
+			return nil, fmt.Errorf("diff-tree raw: unknown status %q", st)
+		}
+		if npaths == 1 && len(st) != 1 {
+			return nil, fmt.Errorf("diff-tree raw: bad status %q", st)
+		}
+		var paths []string
+		for range npaths {
+			var p []byte
+			p, rest, ok = bytes.Cut(rest, []byte{0})
+			if !ok || len(p) == 0 {
+				return nil, fmt.Errorf("diff-tree raw: missing path after %q", head)
+			}
+			paths = append(paths, string(p))
+		}
+		f.Path = paths[len(paths)-1]
+		if npaths == 2 {
+			f.OldPath = paths[0]
+		}
+		out = append(out, f)
+		b = rest
+	}
+	return out, nil
+}
+
+type numstat struct {
+	Added, Deleted int
+	Binary         bool
+}
+
+// parseNumstat parses `git diff-tree -r -z --numstat` output into counts by
+// (new) path: "<added>\t<deleted>\t<path>\0", or for a rename
+// "<added>\t<deleted>\t\0<old>\0<new>\0"; binary files count "-".
+func parseNumstat(b []byte) (map[string]numstat, error) {
+	out := map[string]numstat{}
+	for len(b) > 0 {
+		rec, rest, ok := bytes.Cut(b, []byte{0})
+		if !ok {
+			return nil, fmt.Errorf("numstat: unterminated record %.40q", b)
+		}
+		a, rec2, ok1 := bytes.Cut(rec, []byte{'\t'})
+		d, path, ok2 := bytes.Cut(rec2, []byte{'\t'})
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("numstat: malformed record %.80q", rec)
+		}
+		var s numstat
+		if string(a) == "-" && string(d) == "-" {
+			s.Binary = true
+		} else {
+			var err1, err2 error
+			s.Added, err1 = strconv.Atoi(string(a))
+			s.Deleted, err2 = strconv.Atoi(string(d))
+			if err1 != nil || err2 != nil || s.Added < 0 || s.Deleted < 0 {
+				return nil, fmt.Errorf("numstat: bad counts in %.80q", rec)
+			}
+		}
+		p := string(path)
+		if len(path) == 0 {
+			// Rename or copy: old and new path follow.
+			var old, nw []byte
+			old, rest, ok1 = bytes.Cut(rest, []byte{0})
+			nw, rest, ok2 = bytes.Cut(rest, []byte{0})
+			if !ok1 || !ok2 || len(old) == 0 || len(nw) == 0 {
+				return nil, fmt.Errorf("numstat: rename without both paths")
+			}
+			p = string(nw)
+		}
+		out[p] = s
+		b = rest
+	}
+	return out, nil
+}
+
+// TerminalSafe wraps w so that control characters other than newline and
+// tab (escape sequences an agent could plant in a file name or content to
+// rewrite the reviewer's terminal) are written as '?'.
+func TerminalSafe(w io.Writer) io.Writer { return &termSafe{w: w} }
+
+type termSafe struct{ w io.Writer }
+
+func (t *termSafe) Write(p []byte) (int, error) {
+	buf := make([]byte, len(p))
+	for i, c := range p {
+		switch {
+		case (c < 0x20 && c != '\n' && c != '\t') || c == 0x7f:
+			c = '?'
+		case c == 0xc2 && i+1 < len(p) && p[i+1] >= 0x80 && p[i+1] <= 0x9f:
+			// U+0080..U+009F, the C1 controls (CSI is U+009B), in UTF-8.
+			c = '?'
+		case c >= 0x80 && c <= 0x9f && i > 0 && p[i-1] == 0xc2:
+			c = '?'
+		}
+		buf[i] = c
+	}
+	if _, err := t.w.Write(buf); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

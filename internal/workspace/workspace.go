@@ -1,0 +1,918 @@
+// Package workspace prepares the agent's session copy of a repository and
+// computes, after the session, what the agent changed.
+//
+// # Model
+//
+// [Prepare] makes a session directory (enclave-owned, under the state
+// directory) holding:
+//
+//	work/         the agent's copy: the only thing the sandbox mounts read-write
+//	shadow.git/   enclave's shadow repository (the agent never sees it)
+//	home/         an empty HOME for git runs on the shadow
+//	workspace.json, change.json   what Open and Change reload
+//
+// If the source is inside a git work tree, the copy is a `git clone
+// --shared --no-checkout` of the repository's top level: objects are
+// reached through objects/info/alternates, neither copied nor hard-linked
+// (a hard link would let the agent rewrite the user's object files in
+// place), so preparing costs one checkout of the current tree, not the
+// history. The user's objects directories are listed in
+// [Workspace.ReadOnlyPaths]; the sandbox must mount them read-only at the
+// same path. The copy is on branch enclave/<session>.
+//
+// The agent sees exactly the user's working tree: tracked files as in the
+// index or work tree, uncommitted modifications and deletions, staged files,
+// and untracked files that are not ignored. Ignored files (build output,
+// usually .env) are not copied. When the work tree differs from HEAD, the
+// base is a synthetic commit on top of HEAD holding the uncommitted state,
+// so the diff shows only the agent's work; [Workspace.UserHead] keeps the
+// real HEAD. A plain directory is copied file by file and gets a fresh
+// repository whose first commit is the base.
+//
+// Hidden paths (policy filesystem.hidden) are removed from the copy and
+// excluded from every snapshot, so they never show as agent deletions and
+// the agent cannot write them into the user's repository through the diff.
+// A hidden file that is committed in the repository's history stays
+// readable through git objects; Prepare warns about it.
+//
+// # The agent's .git is hostile
+//
+// After the sandbox starts, nothing under work/ is trusted: its .git config
+// can name hooks, fsmonitor, filters and diff drivers, its .gitattributes
+// can ask for conversions, and any file can be a symlink. [Workspace.Snapshot]
+// therefore never runs git with the copy's .git: it runs git with
+// GIT_DIR=shadow.git, GIT_WORK_TREE=work, no system or global config, an
+// empty HOME, hooks and fsmonitor off, and info/attributes that switch off
+// every content conversion and driver. Symlinks are recorded as symlinks,
+// nested repositories are skipped and reported, and Snapshot must only be
+// called once every process of the sandbox is gone. Enclave's own code in
+// this package never follows a symlink inside the copy or the user's tree:
+// files are opened with openat2(RESOLVE_NO_SYMLINKS|RESOLVE_BENEATH).
+//
+// # What is not covered
+//
+// The checkout still writes every file of the current tree, so Prepare is
+// linear in the size of the tree at HEAD (not of the history). Submodule
+// contents and Git LFS objects are not fetched: submodules appear as empty
+// directories and LFS files as pointer files. Files the agent made
+// unreadable make Snapshot fail (fail closed) rather than be left out.
+package workspace
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sentinel errors; callers branch with errors.Is.
+var (
+	// ErrBadSession is returned for a session id that cannot name a branch
+	// and a directory safely.
+	ErrBadSession = errors.New("bad session id")
+	// ErrExists is returned when the session directory already has content.
+	ErrExists = errors.New("session directory is not empty")
+	// ErrOverlap is returned when the session directory and the source
+	// contain one another.
+	ErrOverlap = errors.New("session directory and source overlap")
+	// ErrNotPrepared is returned by Open for a directory without a
+	// prepared workspace.
+	ErrNotPrepared = errors.New("no prepared workspace")
+	// ErrNoSnapshot is returned by LastChange before any Snapshot.
+	ErrNoSnapshot = errors.New("no snapshot taken")
+)
+
+// Names inside the session directory.
+const (
+	copyName     = "work"
+	shadowName   = "shadow.git"
+	homeName     = "home"
+	metaName     = "workspace.json"
+	changeName   = "change.json"
+	branchPrefix = "enclave/"
+)
+
+// PrepareOptions configure Prepare.
+type PrepareOptions struct {
+	// Source is the directory the user ran enclave in: inside a git work
+	// tree the whole repository (from its top level) is copied; otherwise
+	// Source itself is.
+	Source string
+	// Dir is the session directory, owned by enclave and never mounted
+	// into the sandbox, e.g. <state>/sessions/<id>. It is created (mode
+	// 0700) and must not exist or be empty.
+	Dir string
+	// Session is the session id; the branch is enclave/<Session>. Letters,
+	// digits, '.', '_' and '-', starting with a letter or digit, at most
+	// 64 characters.
+	Session string
+	// Hidden are repository-relative globs removed from the copy (policy
+	// filesystem.hidden); see the package documentation for the syntax.
+	Hidden []string
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// Workspace is a prepared session copy. Its exported fields are stored in
+// the session directory and reloaded by Open.
+type Workspace struct {
+	Session string `json:"session"`
+	// Dir is the session directory.
+	Dir string `json:"dir"`
+	// Copy is the agent's copy, to be mounted read-write in the sandbox.
+	Copy string `json:"copy"`
+	// Workdir is where the agent starts: the copy of Source (Copy itself,
+	// or a subdirectory when Source was below the repository's top level).
+	Workdir string `json:"workdir"`
+	// Branch is the branch checked out in the copy: enclave/<Session>.
+	Branch string `json:"branch"`
+	// Source is the repository top level or plain directory copied.
+	Source string `json:"source"`
+	// Git is true when Source is a git work tree.
+	Git bool `json:"git"`
+	// UserHead is the user's HEAD commit at Prepare ("" when not a git
+	// repository or HEAD is unborn).
+	UserHead string `json:"user_head,omitempty"`
+	// Base is the commit the agent's work is diffed against: UserHead when
+	// the user's work tree was clean, else a synthetic commit holding the
+	// uncommitted state (with UserHead as parent when there is one).
+	Base string `json:"base"`
+	// ReadOnlyPaths are host paths the sandbox must mount read-only at the
+	// same path for git in the copy to work (the user's objects
+	// directories, reached through alternates).
+	ReadOnlyPaths []string `json:"read_only_paths,omitempty"`
+	// Hide holds the hidden-path patterns applied.
+	Hide []string `json:"hide,omitempty"`
+	// Hidden lists the paths removed because a pattern matched them (for a
+	// directory, only the directory).
+	Hidden []string `json:"hidden,omitempty"`
+	// Notes lists things skipped while copying (devices, sockets, nested
+	// repositories).
+	Notes []Note `json:"notes,omitempty"`
+	// Warnings are things the user should know, e.g. a hidden path that is
+	// committed and so readable from git objects.
+	Warnings []string `json:"warnings,omitempty"`
+	// Created is when Prepare finished.
+	Created time.Time `json:"created"`
+
+	log    *slog.Logger
+	hidden *matcher
+}
+
+var sessionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+func checkSession(id string) error {
+	if !sessionRE.MatchString(id) || strings.Contains(id, "..") || strings.HasSuffix(id, ".lock") || strings.HasSuffix(id, ".") {
+		return fmt.Errorf("%w %q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..' or a '.lock' ending", ErrBadSession, id)
+	}
+	return nil
+}
+
+// Prepare makes the session copy described in the package documentation.
+// On error the session directory is removed again if Prepare created it.
+func Prepare(ctx context.Context, opts PrepareOptions) (*Workspace, error) {
+	if err := checkSession(opts.Session); err != nil {
+		return nil, err
+	}
+	hidden, err := newMatcher(opts.Hidden)
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("session", opts.Session)
+	if opts.Source == "" || opts.Dir == "" {
+		return nil, errors.New("prepare workspace: Source and Dir are required")
+	}
+	src, err := filepath.Abs(opts.Source)
+	if err != nil {
+		return nil, fmt.Errorf("prepare workspace: source %q: %w", opts.Source, err)
+	}
+	// The source is named by the user: resolving its symlinks is fine.
+	if src, err = filepath.EvalSymlinks(src); err != nil {
+		return nil, fmt.Errorf("prepare workspace: source: %w", err)
+	}
+	if fi, err := os.Stat(src); err != nil {
+		return nil, fmt.Errorf("prepare workspace: source: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("prepare workspace: source %q is not a directory", src)
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("prepare workspace: dir %q: %w", opts.Dir, err)
+	}
+	top, err := gitTopLevel(ctx, src)
+	if err != nil {
+		return nil, fmt.Errorf("prepare workspace: %w", err)
+	}
+	root := src
+	if top != "" {
+		root = top
+	}
+	// Checked before anything is created, and again on the resolved path.
+	if rdir := resolveExisting(dir); within(rdir, root) || within(root, rdir) {
+		return nil, fmt.Errorf("prepare workspace: %w: %s and %s", ErrOverlap, dir, root)
+	}
+	if err := makeSessionDir(dir); err != nil {
+		return nil, err
+	}
+	if dir, err = filepath.EvalSymlinks(dir); err != nil {
+		return nil, fmt.Errorf("prepare workspace: dir: %w", err)
+	}
+	w := &Workspace{
+		Session: opts.Session,
+		Dir:     dir,
+		Copy:    filepath.Join(dir, copyName),
+		Branch:  branchPrefix + opts.Session,
+		Hide:    append([]string(nil), opts.Hidden...),
+		log:     log,
+		hidden:  hidden,
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(dir)
+		}
+	}()
+	if err := os.Mkdir(filepath.Join(dir, homeName), 0o500); err != nil {
+		return nil, fmt.Errorf("prepare workspace: %w", err)
+	}
+	start := time.Now()
+	if top != "" {
+		err = w.prepareGit(ctx, src, top)
+	} else {
+		err = w.preparePlain(ctx, src)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("prepare workspace for %s: %w", src, err)
+	}
+	w.Created = time.Now().UTC()
+	if err := w.save(); err != nil {
+		return nil, err
+	}
+	for _, warn := range w.Warnings {
+		log.Warn("workspace", "warning", warn)
+	}
+	log.Info("workspace prepared", "source", w.Source, "git", w.Git, "base", w.Base,
+		"hidden", len(w.Hidden), "notes", len(w.Notes), "took", time.Since(start))
+	ok = true
+	return w, nil
+}
+
+func makeSessionDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return fmt.Errorf("prepare workspace: %w", err)
+	}
+	err := os.Mkdir(dir, 0o700)
+	if errors.Is(err, fs.ErrExist) {
+		ents, rerr := os.ReadDir(dir)
+		if rerr != nil {
+			return fmt.Errorf("prepare workspace: %w", rerr)
+		}
+		if len(ents) > 0 {
+			return fmt.Errorf("prepare workspace: %w: %s", ErrExists, dir)
+		}
+		return os.Chmod(dir, 0o700)
+	}
+	if err != nil {
+		return fmt.Errorf("prepare workspace: %w", err)
+	}
+	return nil
+}
+
+// resolveExisting resolves the symlinks of the longest existing prefix of
+// p and appends the rest.
+func resolveExisting(p string) string {
+	rest := ""
+	for cur := p; ; {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest)
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
+}
+
+// within reports whether p is root or below it.
+func within(p, root string) bool {
+	rel, err := filepath.Rel(root, p)
+	if err != nil {
+		return false
+	}
+	return rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+// gitTopLevel returns the top level of the git work tree holding dir, or ""
+// when dir is not in one. Any other git failure (dubious ownership, a
+// broken repository) is an error: enclave does not silently treat a
+// repository it cannot read as a plain directory.
+func gitTopLevel(ctx context.Context, dir string) (string, error) {
+	out, err := userGit(ctx, dir, "rev-parse", "--is-inside-work-tree")
+	if err != nil {
+		var ge *gitError
+		if errors.As(err, &ge) && strings.Contains(ge.stderr, "not a git repository") {
+			return "", nil
+		}
+		return "", err
+	}
+	if strings.TrimSpace(string(out)) != "true" {
+		return "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
+	}
+	out, err = userGit(ctx, dir, "rev-parse", "--path-format=absolute", "--show-toplevel")
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(strings.TrimSpace(string(out)))
+}
+
+func (w *Workspace) shadow() shadow {
+	return shadow{gitDir: filepath.Join(w.Dir, shadowName), workTree: w.Copy, home: filepath.Join(w.Dir, homeName)}
+}
+
+func (w *Workspace) copyGitDir() string { return filepath.Join(w.Copy, ".git") }
+
+func (w *Workspace) prepareGit(ctx context.Context, src, top string) error {
+	w.Git = true
+	w.Source = top
+	if within(w.Dir, top) || within(top, w.Dir) {
+		return fmt.Errorf("%w: %s and %s", ErrOverlap, w.Dir, top)
+	}
+	rel, err := filepath.Rel(top, src)
+	if err != nil {
+		return err
+	}
+	w.Workdir = filepath.Join(w.Copy, rel)
+	out, err := userGit(ctx, top, "rev-parse", "--path-format=absolute", "--git-common-dir")
+	if err != nil {
+		return err
+	}
+	objects := filepath.Join(strings.TrimSpace(string(out)), "objects")
+	if w.ReadOnlyPaths, err = alternatesChain(objects); err != nil {
+		return err
+	}
+	out, err = userGit(ctx, top, "rev-parse", "-q", "--verify", "HEAD^{commit}")
+	if err == nil {
+		w.UserHead = strings.TrimSpace(string(out))
+	}
+
+	if _, err := userGit(ctx, top, "-c", "core.hooksPath=/dev/null", "clone", "--quiet", "--shared",
+		"--no-checkout", "--template=", "--", top, w.Copy); err != nil {
+		return err
+	}
+	home := filepath.Join(w.Dir, homeName)
+	cg := func(args ...string) ([]byte, error) {
+		return copyGit(ctx, w.copyGitDir(), w.Copy, home, args...)
+	}
+	if w.UserHead != "" {
+		// Check out blob bytes exactly: the user's .gitattributes must not
+		// turn on eol conversion here (the shadow switches it off too, and
+		// the two must agree), and filters are not defined anyway.
+		attrs := filepath.Join(w.copyGitDir(), "info", "attributes")
+		if err := writeFile(attrs, shadowAttributes); err != nil {
+			return err
+		}
+		if _, err := cg("-c", "checkout.workers=0", "checkout", "--quiet", "--no-recurse-submodules", "-b", w.Branch, w.UserHead); err != nil {
+			return err
+		}
+		if err := os.Remove(attrs); err != nil {
+			return err
+		}
+	} else {
+		if _, err := cg("symbolic-ref", "HEAD", "refs/heads/"+w.Branch); err != nil {
+			return err
+		}
+	}
+
+	// Paths hidden right after the checkout are committed at HEAD.
+	dt, err := openTree(w.Copy)
+	if err != nil {
+		return err
+	}
+	defer dt.close()
+	tracked, err := w.removeHidden(dt)
+	if err != nil {
+		return err
+	}
+	for _, p := range tracked {
+		w.Warnings = append(w.Warnings, fmt.Sprintf("hidden path %q is committed in the repository: it is removed from the copy but its content stays readable through git objects", p))
+	}
+
+	if err := w.overlayUncommitted(ctx, top, dt); err != nil {
+		return err
+	}
+	return w.makeBase(ctx)
+}
+
+// overlayUncommitted makes the copy match the user's work tree: staged and
+// unstaged changes, deletions, and untracked files that are not ignored.
+func (w *Workspace) overlayUncommitted(ctx context.Context, top string, dt *dirTree) error {
+	var lists [][]byte
+	if w.UserHead != "" {
+		out, err := userGit(ctx, top, "ls-files", "-z", "--modified", "--others", "--exclude-standard")
+		if err != nil {
+			return err
+		}
+		lists = append(lists, out)
+		out, err = userGit(ctx, top, "diff-index", "--cached", "--name-only", "--no-renames", "-z", w.UserHead)
+		if err != nil {
+			return err
+		}
+		lists = append(lists, out)
+	} else {
+		out, err := userGit(ctx, top, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+		if err != nil {
+			return err
+		}
+		lists = append(lists, out)
+	}
+	seen := map[string]bool{}
+	st, err := openTree(top)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	for _, l := range lists {
+		for _, p := range bytes.Split(l, []byte{0}) {
+			rel := string(p)
+			if rel == "" || seen[rel] {
+				continue
+			}
+			seen[rel] = true
+			if strings.HasSuffix(rel, "/") {
+				w.Notes = append(w.Notes, Note{Path: strings.TrimSuffix(rel, "/"), Reason: "nested git repository not copied"})
+				continue
+			}
+			if w.hidden.match(rel) {
+				w.Hidden = appendUnique(w.Hidden, rel)
+				continue
+			}
+			sst, err := st.lstat(rel)
+			if err != nil {
+				if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP {
+					// Deleted in the user's work tree (or only reachable
+					// through a symlink, which is not the same file).
+					if err := dt.remove(rel); err != nil {
+						return fmt.Errorf("remove %q from the copy: %w", rel, err)
+					}
+					continue
+				}
+				return fmt.Errorf("stat %q in %s: %w", rel, top, err)
+			}
+			if sst.Mode&unix.S_IFMT == unix.S_IFDIR {
+				w.Notes = append(w.Notes, Note{Path: rel, Reason: "submodule contents not copied"})
+				continue
+			}
+			n, err := copyEntry(st, dt, rel)
+			if err != nil {
+				return err
+			}
+			if n != nil {
+				w.Notes = append(w.Notes, *n)
+			}
+		}
+	}
+	return nil
+}
+
+func appendUnique(s []string, v string) []string {
+	for _, x := range s {
+		if x == v {
+			return s
+		}
+	}
+	return append(s, v)
+}
+
+// removeHidden deletes every path of the copy matched by a hidden pattern
+// (never descending into the copy's root .git) and returns the paths
+// removed.
+func (w *Workspace) removeHidden(dt *dirTree) ([]string, error) {
+	if len(w.hidden.pats) == 0 {
+		return nil, nil
+	}
+	var removed []string
+	err := filepath.WalkDir(w.Copy, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == w.Copy {
+			return nil
+		}
+		rel := filepath.ToSlash(p[len(w.Copy)+1:])
+		if rel == ".git" {
+			return filepath.SkipDir
+		}
+		if w.hidden.match(rel) {
+			removed = append(removed, rel)
+			if err := dt.remove(rel); err != nil {
+				return fmt.Errorf("remove hidden %q: %w", rel, err)
+			}
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+		}
+		return nil
+	})
+	for _, r := range removed {
+		w.Hidden = appendUnique(w.Hidden, r)
+	}
+	return removed, err
+}
+
+func (w *Workspace) preparePlain(ctx context.Context, src string) error {
+	w.Source = src
+	w.Workdir = w.Copy
+	if within(w.Dir, src) || within(src, w.Dir) {
+		return fmt.Errorf("%w: %s and %s", ErrOverlap, w.Dir, src)
+	}
+	if err := os.Mkdir(w.Copy, 0o755); err != nil {
+		return err
+	}
+	notes, hidden, err := copyDir(src, w.Copy, w.hidden)
+	if err != nil {
+		return err
+	}
+	w.Notes = append(w.Notes, notes...)
+	w.Hidden = append(w.Hidden, hidden...)
+	home := filepath.Join(w.Dir, homeName)
+	if _, err := copyGit(ctx, w.copyGitDir(), "", home, "init", "--quiet", "--template=", "--initial-branch="+w.Branch); err != nil {
+		return err
+	}
+	return w.makeBase(ctx)
+}
+
+// makeBase creates the shadow repository, records the copy's current state
+// as the base commit, and gives the copy's own repository the same commit
+// and index so that the agent's `git status` starts clean.
+func (w *Workspace) makeBase(ctx context.Context) error {
+	sh := w.shadow()
+	if _, err := (shadow{gitDir: sh.gitDir, home: sh.home}).git(ctx, "init", "--quiet", "--template="); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(sh.gitDir, "info", "attributes"), shadowAttributes); err != nil {
+		return err
+	}
+	if len(w.ReadOnlyPaths) > 0 {
+		if err := writeFile(filepath.Join(sh.gitDir, "objects", "info", "alternates"), w.ReadOnlyPaths[0]+"\n"); err != nil {
+			return err
+		}
+	}
+	copyIndex := filepath.Join(w.copyGitDir(), "index")
+	if _, err := os.Lstat(copyIndex); err == nil {
+		// The copy's index was written by our checkout, before the agent
+		// ran: reusing its stat data means only changed files are hashed.
+		if err := copyFile(copyIndex, filepath.Join(sh.gitDir, "index")); err != nil {
+			return err
+		}
+	}
+	tree, skipped, err := w.stage(ctx)
+	if err != nil {
+		return err
+	}
+	w.Notes = append(w.Notes, skipped...)
+	w.Base = w.UserHead
+	if w.UserHead != "" {
+		headTree, err := sh.git(ctx, "rev-parse", w.UserHead+"^{tree}")
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(headTree)) != tree {
+			w.Base = ""
+		}
+	}
+	if w.Base == "" {
+		msg := "enclave: base of session " + w.Session + "\n\nThe state of " + w.Source + " when the session started.\n"
+		if w.Base, err = w.commitTree(ctx, tree, w.UserHead, msg); err != nil {
+			return err
+		}
+	}
+	if _, err := sh.git(ctx, "update-ref", "refs/enclave/base", w.Base); err != nil {
+		return err
+	}
+	if _, err := sh.git(ctx, "update-ref", "refs/heads/"+w.Branch, w.Base); err != nil {
+		return err
+	}
+	if w.Base == w.UserHead {
+		return nil // the copy's branch and index already match
+	}
+	// Give the copy the new objects (only the few the base needed: the
+	// rest is shared through alternates) and point its branch at the base.
+	if err := copyObjects(filepath.Join(sh.gitDir, "objects"), filepath.Join(w.copyGitDir(), "objects")); err != nil {
+		return err
+	}
+	if _, err := copyGit(ctx, w.copyGitDir(), w.Copy, sh.home, "update-ref", "refs/heads/"+w.Branch, w.Base); err != nil {
+		return err
+	}
+	return copyFile(filepath.Join(sh.gitDir, "index"), copyIndex)
+}
+
+func (w *Workspace) commitTree(ctx context.Context, tree, parent, msg string) (string, error) {
+	args := []string{"commit-tree", tree}
+	if parent != "" {
+		args = append(args, "-p", parent)
+	}
+	c := w.shadow().cmd(args...)
+	now := time.Now().UTC().Format(time.RFC3339)
+	c.env = append(c.env,
+		"GIT_AUTHOR_NAME=enclave session "+w.Session,
+		"GIT_AUTHOR_EMAIL=enclave@localhost",
+		"GIT_COMMITTER_NAME=enclave",
+		"GIT_COMMITTER_EMAIL=enclave@localhost",
+		"GIT_AUTHOR_DATE="+now,
+		"GIT_COMMITTER_DATE="+now,
+	)
+	c.stdin = strings.NewReader(msg)
+	out, err := c.run(ctx)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// alternatesChain returns objects and every objects directory it borrows
+// from through objects/info/alternates, recursively, as git would.
+func alternatesChain(objects string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	var visit func(dir string, depth int) error
+	visit = func(dir string, depth int) error {
+		dir = filepath.Clean(dir)
+		if seen[dir] || depth > 5 {
+			return nil
+		}
+		seen[dir] = true
+		out = append(out, dir)
+		data, err := os.ReadFile(filepath.Join(dir, "info", "alternates"))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			if strings.HasPrefix(line, "\"") {
+				return fmt.Errorf("quoted alternates path in %s is not supported", dir)
+			}
+			if !filepath.IsAbs(line) {
+				line = filepath.Join(dir, line)
+			}
+			if err := visit(line, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return out, visit(objects, 0)
+}
+
+// copyObjects copies loose objects and packs from src into dst (both
+// objects directories), skipping objects dst already has.
+func copyObjects(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if rel == "info" {
+			return filepath.SkipDir
+		}
+		target := filepath.Join(dst, rel)
+		if d.IsDir() {
+			if err := os.MkdirAll(target, 0o755); err != nil {
+				return err
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		if _, err := os.Lstat(target); err == nil {
+			return nil
+		}
+		return copyFile(p, target)
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	tmp := dst + ".enclave-tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := out.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+func writeFile(path, content string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(content), 0o644)
+}
+
+func (w *Workspace) save() error {
+	data, err := json.MarshalIndent(w, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicWrite(filepath.Join(w.Dir, metaName), data)
+}
+
+func atomicWrite(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// Open loads the workspace prepared in session directory dir, so that
+// Snapshot, LastChange and Patch work after the session (and enclave)
+// ended. It works after RemoveCopy too, for everything but Snapshot.
+func Open(dir string, logger *slog.Logger) (*Workspace, error) {
+	data, err := os.ReadFile(filepath.Join(dir, metaName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open workspace %s: %w", dir, ErrNotPrepared)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open workspace: %w", err)
+	}
+	var w Workspace
+	if err := json.Unmarshal(data, &w); err != nil {
+		return nil, fmt.Errorf("open workspace %s: %s: %w", dir, metaName, err)
+	}
+	if err := checkSession(w.Session); err != nil {
+		return nil, fmt.Errorf("open workspace %s: %w", dir, err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return nil, err
+	}
+	// The stored paths must be the ones this directory implies: a moved
+	// state directory is followed, a metadata file pointing elsewhere is
+	// not.
+	w.Dir = abs
+	w.Copy = filepath.Join(abs, copyName)
+	if w.Workdir == "" || !within(w.Workdir, w.Copy) {
+		w.Workdir = w.Copy
+	}
+	if w.Branch != branchPrefix+w.Session {
+		return nil, fmt.Errorf("open workspace %s: branch %q does not match session %q", dir, w.Branch, w.Session)
+	}
+	if !isHex40(w.Base) {
+		return nil, fmt.Errorf("open workspace %s: bad base commit %q", dir, w.Base)
+	}
+	if w.hidden, err = newMatcher(w.Hide); err != nil {
+		return nil, fmt.Errorf("open workspace %s: %w", dir, err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	w.log = logger.With("session", w.Session)
+	return &w, nil
+}
+
+func isHex40(s string) bool {
+	if len(s) != 40 && len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Chown gives the copy (the .git inside included) to uid:gid, for when
+// enclave runs as root and the sandbox maps the agent to an unprivileged
+// host uid. It never follows a symlink: links themselves are chowned. Call
+// it after Prepare and before the sandbox starts. Changing owners changes
+// every file's ctime, so the shadow index is refreshed here (reading the
+// tree once) to keep Snapshot proportional to what the agent changed.
+func (w *Workspace) Chown(ctx context.Context, uid, gid int) error {
+	err := filepath.WalkDir(w.Copy, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := unix.Fchownat(unix.AT_FDCWD, p, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &fs.PathError{Op: "lchown", Path: p, Err: err}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("chown workspace copy: %w", err)
+	}
+	sh := w.shadow()
+	// Exit status 1 only means "some entries need updating"; -q keeps going.
+	if _, err := sh.git(ctx, "update-index", "-q", "--refresh"); err != nil {
+		var ge *gitError
+		var ee interface{ ExitCode() int }
+		if !errors.As(err, &ge) || !errors.As(ge.err, &ee) || ee.ExitCode() != 1 {
+			return fmt.Errorf("chown workspace copy: refresh index: %w", err)
+		}
+	}
+	idx := filepath.Join(w.copyGitDir(), "index")
+	if _, err := os.Lstat(idx); err == nil {
+		if err := copyFile(filepath.Join(sh.gitDir, "index"), idx); err != nil {
+			return fmt.Errorf("chown workspace copy: %w", err)
+		}
+		if err := os.Lchown(idx, uid, gid); err != nil {
+			return fmt.Errorf("chown workspace copy: %w", err)
+		}
+	}
+	return nil
+}
+
+// RemoveCopy deletes the agent's copy but keeps the shadow repository and
+// the stored change, so `enclave diff` keeps working. Symlinks are removed,
+// never followed; directories the agent made unwritable are made writable
+// first (without following symlinks) so removal does not stop half way.
+func (w *Workspace) RemoveCopy() error {
+	if err := removeTree(w.Copy); err != nil {
+		return fmt.Errorf("remove workspace copy: %w", err)
+	}
+	return nil
+}
+
+// Remove deletes the whole session directory: copy, shadow, stored change.
+func (w *Workspace) Remove() error {
+	if err := removeTree(w.Copy); err != nil {
+		return fmt.Errorf("remove workspace: %w", err)
+	}
+	if err := os.RemoveAll(w.Dir); err != nil {
+		return fmt.Errorf("remove workspace: %w", err)
+	}
+	return nil
+}
+
+func removeTree(path string) error {
+	err := os.RemoveAll(path)
+	if err == nil || !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	// Make every directory owner-writable, through an O_PATH fd opened
+	// with O_NOFOLLOW so that a symlink is never what gets chmod'ed.
+	// WalkDir visits a directory before reading it, so each one is made
+	// readable before the walk needs to list it.
+	filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if d == nil || !d.IsDir() {
+			return nil
+		}
+		fd, oerr := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if oerr != nil {
+			return nil
+		}
+		defer unix.Close(fd)
+		unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), 0o700)
+		return nil
+	})
+	return os.RemoveAll(path)
+}
