@@ -146,3 +146,5 @@ func treeDigest(t testing.TB, dir string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+func mkfifo(path string) error { return syscall.Mkfifo(path, 0o644) }
