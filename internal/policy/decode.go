@@ -141,13 +141,27 @@ func (d *decoder) add(e *Error) {
 		return // an inherited value is checked once per profile
 	}
 	d.seen[k] = true
-	if len(d.errs) == maxErrors {
-		d.errs = append(d.errs, &Error{File: d.file, Msg: "too many errors", Hint: "fix these first"})
+	if len(d.errs) < 10*maxErrors {
+		d.errs = append(d.errs, e)
 	}
+}
+
+// result sorts the errors into file order and keeps the first maxErrors.
+func (d *decoder) result() ErrorList {
+	slices.SortStableFunc(d.errs, func(a, b *Error) int {
+		if a.Line != b.Line {
+			return a.Line - b.Line
+		}
+		return a.Col - b.Col
+	})
 	if len(d.errs) > maxErrors {
-		return
+		msg := fmt.Sprintf("%d more errors not shown", len(d.errs)-maxErrors)
+		if len(d.errs) == maxErrors+1 {
+			msg = "1 more error not shown"
+		}
+		d.errs = append(d.errs[:maxErrors:maxErrors], &Error{File: d.file, Msg: msg, Hint: "fix these first"})
 	}
-	d.errs = append(d.errs, e)
+	return d.errs
 }
 
 func (d *decoder) failf(n *yaml.Node, field, hint, format string, args ...any) {
@@ -188,7 +202,7 @@ func parse(name string, data []byte, base *rawPolicy, home string, homeErr error
 	}
 	p, raw = d.policy(root, base)
 	if len(d.errs) > 0 {
-		return nil, nil, d.errs
+		return nil, nil, d.result()
 	}
 	return p, raw, nil
 }
@@ -315,6 +329,10 @@ func describe(n *yaml.Node) string {
 }
 
 func (d *decoder) str(n *yaml.Node, field string) (string, bool) {
+	if n.Kind == yaml.ScalarNode && n.Value == "~" && n.ShortTag() == "!!null" {
+		d.failf(n, field, `YAML reads a bare ~ as "no value"; write "~/" followed by a directory`, "must be text, not empty")
+		return "", false
+	}
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
 		d.failf(n, field, "write text; quote it if it looks like a number or boolean", "must be text, not %s", describe(n))
 		return "", false
@@ -581,14 +599,21 @@ func (d *decoder) profile(n *yaml.Node, name string, key *yaml.Node) *rawProfile
 		}
 	}
 	hostPathNorm := func(s string) (string, *problem) { return hostPath(s, d.home, d.homeErr) }
+	mountNorm := func(s string) (string, *problem) {
+		p, pr := hostPath(s, d.home, d.homeErr)
+		if pr == nil {
+			pr = credentialPath(p, d.home)
+		}
+		return p, pr
+	}
 	if v, ok := fs["filesystem"]; ok {
 		ff := f + ".filesystem"
 		m := d.fields(v, ff, "profiles.*.filesystem")
 		if v, ok := m["read_only"]; ok {
-			r.readOnly = d.strList(v, ff+".read_only", hostPathNorm)
+			r.readOnly = d.strList(v, ff+".read_only", mountNorm)
 		}
 		if v, ok := m["read_write"]; ok {
-			r.readWrite = d.strList(v, ff+".read_write", hostPathNorm)
+			r.readWrite = d.strList(v, ff+".read_write", mountNorm)
 		}
 		if v, ok := m["hidden"]; ok {
 			r.hidden = d.strList(v, ff+".hidden", normalizeWorkspaceGlob)

@@ -49,7 +49,8 @@ func Default() *Policy {
 	if err != nil {
 		panic("policy: built-in defaults are invalid (a bug): " + err.Error())
 	}
-	p.Source = SourceBuiltin
+	sum := sha256.Sum256(template)
+	p.Source, p.Hash = SourceBuiltin, hex.EncodeToString(sum[:])
 	return p
 }
 

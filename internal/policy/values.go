@@ -316,6 +316,31 @@ func hostPath(p, home string, homeErr error) (string, *problem) {
 	return filepath.Clean(p), nil
 }
 
+// credentialDirs are places under a home directory that hold credentials;
+// mounting them, or a directory containing them, hands the agent the keys.
+var credentialDirs = []string{
+	".ssh", ".aws", ".azure", ".gnupg", ".kube", ".docker", ".config/gcloud", ".config/gh",
+	".password-store", ".local/share/keyrings", ".netrc", ".git-credentials", ".npmrc", ".pypirc",
+}
+
+// credentialPath refuses p if it is home, contains home, or is (in) one of
+// its credential directories. home "" skips the check.
+func credentialPath(p, home string) *problem {
+	if home == "" || home == "/" || p == "/" {
+		return nil // "/" gets its own message from crossCheck
+	}
+	within := func(a, b string) bool { return a == b || strings.HasPrefix(a, strings.TrimSuffix(b, "/")+"/") }
+	if within(home, p) {
+		return bad("name the directories the agent needs, e.g. ~/.cache/go-build", "%s exposes your whole home directory, with its keys and credentials", p)
+	}
+	for _, c := range credentialDirs {
+		if within(p, filepath.Join(home, c)) {
+			return bad("give the agent no credentials; the model gateway holds API keys, and other keys stay outside", "%s holds credentials (~/%s)", p, c)
+		}
+	}
+	return nil
+}
+
 // checkEnvName checks a variable name and that it is not one Enclave must
 // control or that holds secrets.
 func checkEnvName(name string) *problem {
@@ -400,7 +425,7 @@ func checkEnvPattern(p string) *problem {
 		return bad("name the variables you need one by one", "%q matches %s, which %s", p, strings.TrimRight(prefix, "_"), why)
 	}
 	if why := envForbidden(prefix + "X"); why != "" {
-		return bad("name the variables you need one by one", "%q matches only variables that %s", p, why)
+		return bad("name the variables you need one by one", "%q matches only variables enclave refuses: each %s", p, why)
 	}
 	return nil
 }
