@@ -1,0 +1,300 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/enclave-dev/enclave/internal/store"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Problem classifies what verification found wrong.
+type Problem string
+
+// Problems, as reported in VerifyError.Problem.
+const (
+	// ProblemEdited: a record's bytes changed after it was written (its
+	// hash no longer matches the stored tree or a signed checkpoint).
+	ProblemEdited Problem = "edited"
+	// ProblemMissing: a record in the middle of the log is gone.
+	ProblemMissing Problem = "missing"
+	// ProblemReordered: a record sits at another position than the one it
+	// was written at.
+	ProblemReordered Problem = "reordered"
+	// ProblemTruncated: the log ends before a checkpoint's size.
+	ProblemTruncated Problem = "truncated"
+	// ProblemBadSignature: a checkpoint's signature by a trusted key does
+	// not verify (the checkpoint text was altered).
+	ProblemBadSignature Problem = "bad-signature"
+	// ProblemUnknownKey: a checkpoint is not signed by any trusted key.
+	ProblemUnknownKey Problem = "unknown-key"
+	// ProblemWrongLog: a checkpoint names another log (origin).
+	ProblemWrongLog Problem = "wrong-log"
+	// ProblemMalformed: a checkpoint does not parse.
+	ProblemMalformed Problem = "malformed"
+	// ProblemFork: two checkpoints are not consistent with one another.
+	ProblemFork Problem = "fork"
+	// ProblemIndex: a record's query columns (session, kind, decision,
+	// time) disagree with its signed event, so filtered reads would lie.
+	ProblemIndex Problem = "index"
+)
+
+// ErrIntegrity is wrapped by every *VerifyError: the log was tampered with
+// or damaged, as opposed to being unreadable.
+var ErrIntegrity = errors.New("audit log integrity")
+
+// VerifyError reports the first integrity problem found.
+type VerifyError struct {
+	// Seq is the first bad record, or -1 when the problem is not tied to
+	// one record (a checkpoint's signature, say).
+	Seq int64
+	// Checkpoint is the tree size of the checkpoint involved, or 0.
+	Checkpoint int64
+	Problem    Problem
+	// Detail says what exactly is wrong, for a human.
+	Detail string
+}
+
+func (e *VerifyError) Error() string {
+	switch {
+	case e.Seq >= 0:
+		return fmt.Sprintf("record %d: %s: %s", e.Seq, e.Problem, e.Detail)
+	case e.Checkpoint > 0:
+		return fmt.Sprintf("checkpoint of size %d: %s: %s", e.Checkpoint, e.Problem, e.Detail)
+	default:
+		return fmt.Sprintf("%s: %s", e.Problem, e.Detail)
+	}
+}
+
+// Unwrap makes errors.Is(err, ErrIntegrity) true.
+func (e *VerifyError) Unwrap() error { return ErrIntegrity }
+
+// VerifyOptions configure Verify.
+type VerifyOptions struct {
+	// Verifier holds the trusted public keys (and origin). Required.
+	Verifier *Verifier
+	// Published are checkpoints kept outside the store (a file, a git ref,
+	// another machine). They are checked like stored ones; one that signs
+	// more records than the store holds reveals truncation, one that
+	// disagrees with the stored records reveals a rewrite.
+	Published [][]byte
+}
+
+// Report summarises a successful verification.
+type Report struct {
+	// Records is the number of records verified.
+	Records int64
+	// Checkpoints is the number of checkpoints verified.
+	Checkpoints int
+	// Latest is the largest verified checkpoint, or nil if there is none.
+	Latest *Checkpoint
+	// Unsigned is the number of records after Latest: they match the
+	// stored tree but no signature covers them yet, so their deletion could
+	// not be detected.
+	Unsigned int64
+}
+
+// Verify recomputes the whole Merkle tree from the stored records, checks
+// every stored hash, every checkpoint's signature and its root against the
+// recomputed tree, and each checkpoint's consistency with the next. It
+// returns a *VerifyError for the first problem, and a plain error if the
+// store cannot be read.
+func Verify(ctx context.Context, st store.Store, opts VerifyOptions) (*Report, error) {
+	if opts.Verifier == nil {
+		return nil, errors.New("verify: no verifier (public key) given")
+	}
+	stored, err := st.Checkpoints(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	var cps []*Checkpoint
+	for _, sc := range stored {
+		cp, err := opts.Verifier.OpenCheckpoint(sc.Note)
+		if err != nil {
+			ve := err.(*VerifyError)
+			ve.Checkpoint = sc.Size
+			ve.Detail = fmt.Sprintf("stored checkpoint #%d: %s", sc.ID, ve.Detail)
+			return nil, ve
+		}
+		if cp.Tree.N != sc.Size {
+			return nil, &VerifyError{Seq: -1, Checkpoint: cp.Tree.N, Problem: ProblemIndex,
+				Detail: fmt.Sprintf("stored checkpoint #%d is filed under size %d but signs size %d", sc.ID, sc.Size, cp.Tree.N)}
+		}
+		cps = append(cps, cp)
+	}
+	for i, msg := range opts.Published {
+		cp, err := opts.Verifier.OpenCheckpoint(msg)
+		if err != nil {
+			ve := err.(*VerifyError)
+			ve.Detail = fmt.Sprintf("published checkpoint %d: %s", i+1, ve.Detail)
+			return nil, ve
+		}
+		cps = append(cps, cp)
+	}
+	slices.SortStableFunc(cps, func(a, b *Checkpoint) int { return cmpInt(a.Tree.N, b.Tree.N) })
+	for i := 1; i < len(cps); i++ {
+		if a, b := cps[i-1], cps[i]; a.Tree.N == b.Tree.N && a.Tree.Hash != b.Tree.Hash {
+			return nil, &VerifyError{Seq: -1, Checkpoint: a.Tree.N, Problem: ProblemFork,
+				Detail: "two validly signed checkpoints of the same size have different roots"}
+		}
+	}
+	cps = slices.CompactFunc(cps, func(a, b *Checkpoint) bool { return a.Tree == b.Tree })
+
+	size, err := st.RecordCount(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	c := newChecker(0, cps)
+	if err := st.Records(ctx, store.Filter{}, c.record); err != nil {
+		var ve *VerifyError
+		if errors.As(err, &ve) {
+			return nil, ve
+		}
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if err := c.finish(size); err != nil {
+		return nil, err
+	}
+	// Every checkpoint root matched the tree recomputed from the records,
+	// so consecutive checkpoints are consistent by construction; check it
+	// again the way a remote auditor would, with tlog consistency proofs
+	// over the stored hashes.
+	for i := 1; i < len(cps); i++ {
+		a, b := cps[i-1], cps[i]
+		p, err := tlog.ProveTree(b.Tree.N, a.Tree.N, st)
+		if err != nil {
+			return nil, fmt.Errorf("verify: consistency proof %d -> %d: %w", a.Tree.N, b.Tree.N, err)
+		}
+		if err := tlog.CheckTree(p, b.Tree.N, b.Tree.Hash, a.Tree.N, a.Tree.Hash); err != nil {
+			return nil, &VerifyError{Seq: -1, Checkpoint: b.Tree.N, Problem: ProblemFork,
+				Detail: fmt.Sprintf("not consistent with the checkpoint of size %d: %v", a.Tree.N, err)}
+		}
+	}
+	r := &Report{Records: size, Checkpoints: len(cps), Unsigned: size}
+	if len(cps) > 0 {
+		r.Latest = cps[len(cps)-1]
+		r.Unsigned = size - r.Latest.Tree.N
+	}
+	return r, nil
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// checker recomputes the tree record by record. It keeps only the tree's
+// frontier, so memory stays constant however long the log is.
+type checker struct {
+	next    int64 // the sequence number expected next
+	good    int64 // size of the last checkpoint that matched
+	fr      frontier
+	cps     []*Checkpoint // sorted by size, distinct
+	ci      int
+	timeBuf []byte
+}
+
+func newChecker(from int64, cps []*Checkpoint) *checker {
+	c := &checker{next: from, good: from, cps: cps}
+	for c.ci < len(cps) && cps[c.ci].Tree.N < from {
+		c.ci++
+	}
+	return c
+}
+
+func (c *checker) record(r store.Record) error {
+	if err := c.checkpointsAt(); err != nil {
+		return err
+	}
+	seq := r.Seq
+	if seq != c.next {
+		return &VerifyError{Seq: c.next, Problem: ProblemMissing,
+			Detail: fmt.Sprintf("record %d is absent (the next stored record is %d)", c.next, seq)}
+	}
+	h, err := parseHeader(r.Data)
+	if err != nil {
+		return &VerifyError{Seq: seq, Problem: ProblemEdited, Detail: fmt.Sprintf("event bytes no longer parse: %v", err)}
+	}
+	if h.seq != seq {
+		return &VerifyError{Seq: seq, Problem: ProblemReordered,
+			Detail: fmt.Sprintf("position %d holds the event written as record %d", seq, h.seq)}
+	}
+	if len(r.Hashes) == 0 || tlog.RecordHash(r.Data) != r.Hashes[0] {
+		return &VerifyError{Seq: seq, Problem: ProblemEdited, Detail: "event bytes do not match the stored leaf hash"}
+	}
+	hs, err := tlog.StoredHashes(seq, r.Data, &c.fr)
+	if err != nil {
+		return fmt.Errorf("recompute tree at record %d: %w", seq, err)
+	}
+	if len(hs) != len(r.Hashes) {
+		return &VerifyError{Seq: seq, Problem: ProblemEdited,
+			Detail: fmt.Sprintf("record carries %d stored tree hashes, want %d", len(r.Hashes), len(hs))}
+	}
+	for level := range hs {
+		if hs[level] != r.Hashes[level] {
+			lo := seq >> level << level
+			return &VerifyError{Seq: lo, Problem: ProblemEdited,
+				Detail: fmt.Sprintf("records %d..%d no longer hash to the stored level-%d tree node (leaf hashes were rewritten to match edited events)", lo, seq, level)}
+		}
+	}
+	base := tlog.StoredHashIndex(0, seq)
+	for j, x := range hs {
+		c.fr.put(base+int64(j), x)
+	}
+	c.timeBuf = r.Time.UTC().AppendFormat(c.timeBuf[:0], time.RFC3339Nano)
+	for _, f := range []struct{ name, col, ev string }{
+		{"session", r.Session, h.session}, {"kind", r.Kind, h.kind}, {"decision", r.Decision, h.decision}, {"time", string(c.timeBuf), h.time},
+	} {
+		if f.col != f.ev {
+			return &VerifyError{Seq: seq, Problem: ProblemIndex,
+				Detail: fmt.Sprintf("query column %s is %q but the signed event says %q", f.name, f.col, f.ev)}
+		}
+	}
+	c.next++
+	return nil
+}
+
+// checkpointsAt checks the checkpoints whose size is the number of records
+// seen so far against the recomputed tree.
+func (c *checker) checkpointsAt() error {
+	for c.ci < len(c.cps) && c.cps[c.ci].Tree.N == c.next {
+		cp := c.cps[c.ci]
+		th, err := tlog.TreeHash(c.next, &c.fr)
+		if err != nil {
+			return fmt.Errorf("recompute tree hash at %d: %w", c.next, err)
+		}
+		if th != cp.Tree.Hash {
+			return &VerifyError{Seq: c.good, Checkpoint: cp.Tree.N, Problem: ProblemEdited,
+				Detail: fmt.Sprintf("records %d..%d do not hash to the root signed at size %d (events and stored hashes were rewritten together)", c.good, cp.Tree.N-1, cp.Tree.N)}
+		}
+		c.good = cp.Tree.N
+		c.ci++
+	}
+	return nil
+}
+
+// finish checks what remains once all records were read; size is the
+// store's record count.
+func (c *checker) finish(size int64) error {
+	if err := c.checkpointsAt(); err != nil {
+		return err
+	}
+	if c.next != size {
+		return &VerifyError{Seq: c.next, Problem: ProblemMissing,
+			Detail: fmt.Sprintf("the log claims %d records but only %d could be read in order", size, c.next)}
+	}
+	if c.ci < len(c.cps) {
+		cp := c.cps[len(c.cps)-1]
+		return &VerifyError{Seq: c.next, Checkpoint: cp.Tree.N, Problem: ProblemTruncated,
+			Detail: fmt.Sprintf("log ends at record %d but a checkpoint signs %d records", c.next, cp.Tree.N)}
+	}
+	return nil
+}
