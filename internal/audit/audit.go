@@ -45,7 +45,6 @@ import (
 	"fmt"
 
 	"github.com/enclave-dev/enclave/internal/store"
-
 )
 
 // Event kinds written by Enclave; EVENTS.md documents the Data of each.
@@ -190,5 +189,3 @@ type Record struct {
 // Filter selects records for Records, Export and Follow (by sequence
 // range, session, kinds, decision, time); the zero Filter selects all.
 type Filter = store.Filter
-
-

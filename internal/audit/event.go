@@ -180,9 +180,9 @@ func ParseLeaf(leaf []byte) (seq int64, ev Event, err error) {
 
 // header is a leaf's fields, decoded without checking canonical form.
 type header struct {
-	seq                                   int64
+	seq                                  int64
 	time, session, kind, actor, decision string
-	data                                  []byte
+	data                                 []byte
 }
 
 // parseHeader reads the fixed-order fields of a version-1 leaf. It is the
