@@ -1,0 +1,354 @@
+//go:build linux
+
+package sandbox
+
+// This file runs inside the sandbox as PID 1 (the "init" stage). It runs
+// with every capability of the new user namespace, and as an unprivileged
+// host uid, so a mistake here is bounded by the namespaces, but it builds
+// the walls the agent lives in: it fails closed on any error.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// newRoot is where the init assembles the view before pivot_root. Every
+// source has already been captured as a detached mount tree, so shadowing
+// the host's /tmp in this private mount namespace hides nothing needed.
+const newRoot = "/tmp"
+
+func runInit() int {
+	logf := os.NewFile(fdLog, "log")
+	log := slog.New(slog.NewJSONHandler(logf, nil)).With("stage", "init")
+	fail := func(layer string, err error) int {
+		log.Error("setup failed", "err", err)
+		sendCtl(fdCtl, ctlMsg{Kind: "error", Layer: layer, Msg: err.Error()})
+		return 125
+	}
+	var cfg initConfig
+	err := json.NewDecoder(io.LimitReader(os.NewFile(fdConfig, "config"), 16<<20)).Decode(&cfg)
+	unix.Close(fdConfig)
+	if err != nil {
+		return fail("", fmt.Errorf("read init config: %w", err))
+	}
+	// Descriptors leaked by the host's process (anything it opened without
+	// O_CLOEXEC) arrive here; none may reach the agent.
+	if err := unix.CloseRange(fdConfig, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fail("", fmt.Errorf("mark inherited descriptors close-on-exec: %w", err))
+	}
+	// Not dumpable: /proc/1 stays closed to everything but this
+	// namespace's root, whatever the agent's uid maps to.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+	if err := buildView(&cfg); err != nil {
+		return fail("", err)
+	}
+	if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+		return fail("", fmt.Errorf("set hostname: %w", err))
+	}
+	unix.Setdomainname([]byte("none"))
+	if err := loopbackUp(); err != nil {
+		return fail("", err)
+	}
+	fds, err := openListeners(cfg.Listeners)
+	if err != nil {
+		return fail("", err)
+	}
+	if len(cfg.Listeners) > 0 {
+		if err := sendCtl(fdCtl, ctlMsg{Kind: "listeners"}, fds...); err != nil {
+			return fail("", err)
+		}
+		closeAll(fds)
+	}
+
+	// Subscribe before the child exists so no SIGCHLD is missed.
+	sigs := make(chan os.Signal, 32)
+	forward := []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT}
+	signal.Notify(sigs, append(forward, syscall.SIGCHLD)...)
+
+	ctlf := os.NewFile(fdCtl, "ctl")
+	cmd, err := startExecStage(&cfg, ctlf, logf)
+	if err != nil {
+		return fail("", err)
+	}
+	ctlf.Close()
+	child := cmd.Process.Pid
+	log.Debug("agent started", "pid", child)
+
+	for sig := range sigs {
+		if sig != syscall.SIGCHLD {
+			unix.Kill(child, sig.(syscall.Signal))
+			continue
+		}
+		for {
+			var ws unix.WaitStatus
+			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+			if pid <= 0 || err != nil {
+				break
+			}
+			if pid == child {
+				// Returning exits PID 1; the kernel kills whatever the
+				// agent left running in the pid namespace.
+				if ws.Signaled() {
+					return 128 + int(ws.Signal())
+				}
+				return ws.ExitStatus()
+			}
+		}
+	}
+	return 125
+}
+
+// buildView assembles the agent's filesystem on a tmpfs and pivots into it.
+func buildView(cfg *initConfig) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	// Capture every source first (non-root mode: the host could not).
+	for i := range cfg.Mounts {
+		m := &cfg.Mounts[i]
+		if m.Symlink != "" || m.Tree >= 0 {
+			continue
+		}
+		fd, err := openTree(*m)
+		if err != nil {
+			return err
+		}
+		m.Tree = fd
+	}
+	const nosuidNodev = unix.MS_NOSUID | unix.MS_NODEV
+	if err := unix.Mount("tmpfs", newRoot, "tmpfs", nosuidNodev, "mode=0755,size=4m,nr_inodes=4096"); err != nil {
+		return fmt.Errorf("mount root tmpfs: %w", err)
+	}
+	rootfd, err := unix.Open(newRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open new root: %w", err)
+	}
+	defer unix.Close(rootfd)
+
+	size := strconv.FormatInt(cfg.TmpSize, 10)
+	for _, m := range []struct {
+		target, fstype string
+		flags          uintptr
+		data           string
+	}{
+		{"/dev", "tmpfs", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64"},
+		{"/tmp", "tmpfs", nosuidNodev, "mode=1777,size=" + size},
+		{cfg.Home, "tmpfs", nosuidNodev, "mode=0700,size=" + size},
+		{"/proc", "proc", nosuidNodev | unix.MS_NOEXEC, ""},
+	} {
+		if err := mountFS(newRoot, rootfd, m.target, m.fstype, m.flags, m.data); err != nil {
+			return err
+		}
+	}
+	for _, m := range cfg.Mounts {
+		if m.Symlink != "" {
+			if err := unix.Symlinkat(m.Symlink, rootfd, m.Target[1:]); err != nil {
+				return fmt.Errorf("create link %s: %w", m.Target, err)
+			}
+			continue
+		}
+		err := mountTreeAt(rootfd, m.Tree, m.Target, m.File)
+		unix.Close(m.Tree)
+		if err != nil {
+			return err
+		}
+	}
+	if err := mountFS(newRoot, rootfd, "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
+		return err
+	}
+	if err := mountFS(newRoot, rootfd, "/dev/shm", "tmpfs", nosuidNodev, "mode=1777,size="+size); err != nil {
+		return err
+	}
+	for name, target := range map[string]string{
+		"dev/ptmx": "pts/ptmx", "dev/fd": "/proc/self/fd", "dev/stdin": "/proc/self/fd/0",
+		"dev/stdout": "/proc/self/fd/1", "dev/stderr": "/proc/self/fd/2",
+	} {
+		if err := unix.Symlinkat(target, rootfd, name); err != nil {
+			return fmt.Errorf("create /%s: %w", name, err)
+		}
+	}
+	if err := writeEtc(rootfd, cfg); err != nil {
+		return err
+	}
+	if err := unix.MountSetattr(rootfd, "dev", 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}); err != nil {
+		return fmt.Errorf("make /dev read-only: %w", err)
+	}
+
+	if err := unix.Chdir(newRoot); err != nil {
+		return fmt.Errorf("enter new root: %w", err)
+	}
+	// pivot_root(".", ".") stacks the old root under the new one; the
+	// detach then drops every host mount from this namespace.
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("chdir /: %w", err)
+	}
+	if err := unix.MountSetattr(unix.AT_FDCWD, "/", 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}); err != nil {
+		return fmt.Errorf("make new root read-only: %w", err)
+	}
+	return nil
+}
+
+// writeEtc binds generated passwd, group, hostname, hosts and resolv.conf
+// over the read-only /etc (only over regular files: a symlink there would
+// point outside the view).
+func writeEtc(rootfd int, cfg *initConfig) error {
+	files := map[string]string{
+		"passwd":      fmt.Sprintf("agent:x:%d:%d:agent:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", AgentUID, AgentGID, cfg.Home),
+		"group":       fmt.Sprintf("agent:x:%d:\nnogroup:x:65534:\n", AgentGID),
+		"hostname":    cfg.Hostname + "\n",
+		"hosts":       "127.0.0.1\tlocalhost " + cfg.Hostname + "\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+		"resolv.conf": "nameserver 127.0.0.1\n",
+	}
+	if err := unix.Mkdirat(rootfd, ".etc", 0o755); err != nil {
+		return fmt.Errorf("create staging dir: %w", err)
+	}
+	etc, err := unix.Openat(rootfd, "etc", unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open /etc: %w", err)
+	}
+	defer unix.Close(etc)
+	for name, content := range files {
+		var st unix.Stat_t
+		if err := unix.Fstatat(etc, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			continue
+		}
+		src := newRoot + "/.etc/" + name
+		if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", src, err)
+		}
+		tree, err := openTree(mountSpec{Source: src})
+		if err != nil {
+			return err
+		}
+		err = mountTreeAt(rootfd, tree, "/etc/"+name, true)
+		unix.Close(tree)
+		if err != nil {
+			return err
+		}
+		os.Remove(src)
+	}
+	return unix.Unlinkat(rootfd, ".etc", unix.AT_REMOVEDIR)
+}
+
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("read lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring up lo: %w", err)
+	}
+	return nil
+}
+
+// openListeners binds the requested sockets inside the network namespace.
+// The init holds CAP_NET_BIND_SERVICE there, so ports below 1024 work.
+func openListeners(specs []ListenSpec) ([]int, error) {
+	var fds []int
+	for i, l := range specs {
+		ap, err := netip.ParseAddrPort(l.Addr)
+		if err != nil {
+			closeAll(fds)
+			return nil, fmt.Errorf("listener %d: %w", i, err)
+		}
+		family, sa := unix.AF_INET, unix.Sockaddr(nil)
+		if ap.Addr().Is4() {
+			sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}
+		} else {
+			family = unix.AF_INET6
+			sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+		}
+		typ := unix.SOCK_STREAM
+		if l.Network == "udp" {
+			typ = unix.SOCK_DGRAM
+		}
+		fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			closeAll(fds)
+			return nil, fmt.Errorf("listener %d: socket: %w", i, err)
+		}
+		fds = append(fds, fd)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		if err := unix.Bind(fd, sa); err != nil {
+			closeAll(fds)
+			return nil, fmt.Errorf("listener %d: bind %s %s: %w", i, l.Network, l.Addr, err)
+		}
+		if typ == unix.SOCK_STREAM {
+			if err := unix.Listen(fd, 512); err != nil {
+				closeAll(fds)
+				return nil, fmt.Errorf("listener %d: listen: %w", i, err)
+			}
+		}
+	}
+	return fds, nil
+}
+
+// startExecStage re-executes this binary as the exec stage in a nested
+// user namespace where the init's uid 0 appears as AgentUID. The agent
+// thus owns what the init created (HOME, /tmp) but holds no capability
+// over the init's namespaces: it cannot mount, unmount or reconfigure lo.
+func startExecStage(cfg *initConfig, ctlf, logf *os.File) (*exec.Cmd, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("create exec config pipe: %w", err)
+	}
+	defer r.Close()
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/exe",
+		Args:       []string{"enclave", argExec},
+		Env:        []string{},
+		Stdin:      os.Stdin,
+		Stdout:     os.Stdout,
+		Stderr:     os.Stderr,
+		ExtraFiles: []*os.File{r, ctlf, logf},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:  syscall.CLONE_NEWUSER,
+			UidMappings: []syscall.SysProcIDMap{{ContainerID: AgentUID, HostID: 0, Size: 1}},
+			GidMappings: []syscall.SysProcIDMap{{ContainerID: AgentGID, HostID: 0, Size: 1}},
+			// CAP_SETPCAP survives the exec only to empty the bounding
+			// set; the exec stage drops it with everything else.
+			AmbientCaps: []uintptr{unix.CAP_SETPCAP},
+			Setsid:      true, // a new session: no TIOCSTI into the caller's terminal
+			Setctty:     cfg.Exec.TTY,
+			Ctty:        0,
+			Pdeathsig:   syscall.SIGKILL,
+		},
+	}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("start exec stage: %w", err)
+	}
+	err = json.NewEncoder(w).Encode(&cfg.Exec)
+	w.Close()
+	if err != nil {
+		cmd.Process.Kill()
+		return nil, fmt.Errorf("send exec config: %w", err)
+	}
+	return cmd, nil
+}

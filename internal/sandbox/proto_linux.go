@@ -1,0 +1,123 @@
+//go:build linux
+
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Hidden subcommands: os.Args[1] of this binary re-executed as a stage.
+const (
+	argInit  = "__sandbox-init"
+	argExec  = "__sandbox-exec"
+	argProbe = "__sandbox-probe"
+)
+
+// Descriptor numbers in the init and exec stages (ExtraFiles start at 3).
+const (
+	fdConfig = 3 // pipe: JSON stage config, read once
+	fdCtl    = 4 // SOCK_SEQPACKET to the host: ctlMsg plus SCM_RIGHTS
+	fdLog    = 5 // pipe: JSON log lines to the host
+	fdTrees  = 6 // root mode: detached mount trees, one per mountSpec.Tree
+)
+
+// mountSpec is one entry of the view, in mount order.
+type mountSpec struct {
+	Source   string // host path (resolved by the init when Tree < 0)
+	Target   string // inside path
+	Symlink  string // if set, create Target as a symlink with this text
+	Writable bool
+	Dev      bool // a device node: keep it usable (no nodev)
+	File     bool // a non-directory: the mountpoint is a file
+	Tree     int  // fd of a detached tree prepared by the host, or -1
+}
+
+// initConfig is what the host sends the init on fdConfig.
+type initConfig struct {
+	Mounts    []mountSpec
+	Home      string
+	TmpSize   int64
+	Hostname  string
+	Listeners []ListenSpec
+	Exec      execConfig
+}
+
+// execConfig is what the init sends the exec stage on fdConfig.
+type execConfig struct {
+	Argv      []string
+	Dir       string
+	Env       []string
+	ExecAllow []string
+	RO, RW    []string // inside paths for Landlock, directories or files
+	Limits    Limits
+	Rlimits   bool // enforce Memory and Processes with rlimits (no cgroup)
+	Notify    bool // install the execve user-notification listener
+	TTY       bool
+	Degrade   []string
+}
+
+// ctlMsg travels on fdCtl, one per datagram.
+type ctlMsg struct {
+	Kind   string // "listeners", "notify", "started", "error"
+	Layer  string `json:",omitempty"` // for "error": a layer that is missing
+	Msg    string `json:",omitempty"`
+	Status Status `json:",omitempty"`
+}
+
+func sendCtl(fd int, m ctlMsg, fds ...int) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if err := unix.Sendmsg(fd, b, oob, nil, 0); err != nil {
+		return fmt.Errorf("send %s to host: %w", m.Kind, err)
+	}
+	return nil
+}
+
+// recvCtl reads one message; io.EOF-like end is reported as ok=false.
+func recvCtl(fd int, maxFDs int) (m ctlMsg, fds []int, ok bool, err error) {
+	buf := make([]byte, 1<<16)
+	oob := make([]byte, unix.CmsgSpace(4*max(maxFDs, 1)))
+	n, oobn, flags, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return m, nil, false, fmt.Errorf("read sandbox control socket: %w", err)
+	}
+	if oobn > 0 {
+		cmsgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
+		if perr != nil {
+			return m, nil, false, fmt.Errorf("parse control message: %w", perr)
+		}
+		for _, c := range cmsgs {
+			r, perr := unix.ParseUnixRights(&c)
+			if perr == nil {
+				fds = append(fds, r...)
+			}
+		}
+	}
+	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+		closeAll(fds)
+		return m, nil, false, fmt.Errorf("sandbox control message truncated")
+	}
+	if n == 0 && oobn == 0 {
+		return m, nil, false, nil
+	}
+	if err := json.Unmarshal(buf[:n], &m); err != nil {
+		closeAll(fds)
+		return m, nil, false, fmt.Errorf("decode sandbox control message: %w", err)
+	}
+	return m, fds, true, nil
+}
+
+func closeAll(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}

@@ -1,0 +1,13 @@
+//go:build linux && !amd64
+
+package sandbox
+
+import (
+	"errors"
+
+	"golang.org/x/net/bpf"
+)
+
+func filterProgram(notify bool) ([]bpf.Instruction, error) {
+	return nil, errors.New("the seccomp filter is only written for x86-64")
+}
