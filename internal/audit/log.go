@@ -41,7 +41,7 @@ func ParseKey(skey string) (*Key, error) {
 		return nil, errors.New("parse signing key: not a note signer key")
 	}
 	// The signer key is PRIVATE+KEY+<name>+<hash>+base64(alg || seed).
-	parts := strings.Split(strings.TrimSpace(skey), "+")
+	parts := strings.SplitN(strings.TrimSpace(skey), "+", 5) // base64 may hold "+"
 	raw, err := base64.StdEncoding.DecodeString(parts[len(parts)-1])
 	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
 		return nil, errors.New("parse signing key: not an ed25519 note signer key")

@@ -242,7 +242,7 @@ func (c *checker) record(r store.Record) error {
 		if hs[level] != r.Hashes[level] {
 			lo := seq >> level << level
 			return &VerifyError{Seq: lo, Problem: ProblemEdited,
-				Detail: fmt.Sprintf("records %d..%d no longer hash to the stored level-%d tree node (leaf hashes were rewritten to match edited events)", lo, seq, level)}
+				Detail: fmt.Sprintf("records %d..%d no longer hash to the stored level-%d tree node (an event was changed together with its leaf hash, or the stored node was changed)", lo, seq, level)}
 		}
 	}
 	base := tlog.StoredHashIndex(0, seq)
