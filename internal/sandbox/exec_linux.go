@@ -64,7 +64,10 @@ func runExec() int {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fail("", fmt.Errorf("set no_new_privs: %w", err))
 	}
-	abi, scoped, err := applyLandlock(&cfg)
+	abi, scoped, err := 0, false, errors.New("forced missing by the caller")
+	if !slices.Contains(cfg.ForceMissing, LayerLandlock) {
+		abi, scoped, err = applyLandlock(&cfg)
+	}
 	switch {
 	case err == nil:
 		st.Landlock, st.LandlockScoped = abi, scoped
@@ -80,7 +83,10 @@ func runExec() int {
 		return fail("", err)
 	}
 
-	listener, err := installSeccomp(cfg.Notify)
+	listener, err := -1, errors.New("forced missing by the caller")
+	if !slices.Contains(cfg.ForceMissing, LayerSeccomp) {
+		listener, err = installSeccomp(cfg.Notify)
+	}
 	switch {
 	case err == nil:
 		st.Seccomp = true

@@ -23,6 +23,9 @@ import (
 	"golang.org/x/term"
 )
 
+// forceMissing lets tests make the exec stage treat layers as missing.
+var forceMissing []string
+
 // ErrWallTime is returned by [Sandbox.Wait] when the sandbox was killed
 // because Limits.WallTime passed.
 var ErrWallTime = errors.New("sandbox killed: wall time limit exceeded")
@@ -118,11 +121,12 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 		Listeners: cfg.Listeners,
 		Exec: execConfig{
 			Argv: cfg.Argv, Dir: cfg.Dir, Env: cfg.Env,
-			ExecAllow: cfg.ExecAllow,
-			Limits:    cfg.Limits,
-			Notify:    cfg.OnExec != nil,
-			TTY:       cfg.TTY,
-			Degrade:   cfg.Degrade,
+			ExecAllow:    cfg.ExecAllow,
+			Limits:       cfg.Limits,
+			Notify:       cfg.OnExec != nil,
+			TTY:          cfg.TTY,
+			Degrade:      cfg.Degrade,
+			ForceMissing: forceMissing,
 		},
 	}
 	if ic.Exec.Dir == "" {

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -42,7 +43,8 @@ func runInit() int {
 		return fail("", fmt.Errorf("read init config: %w", err))
 	}
 	// Descriptors leaked by the host's process (anything it opened without
-	// O_CLOEXEC) arrive here; none may reach the agent.
+	// O_CLOEXEC) arrive here; none may reach the agent, nor stay open here.
+	closeLeaked(fdTrees + countTrees(cfg.Mounts))
 	if err := unix.CloseRange(fdConfig, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fail("", fmt.Errorf("mark inherited descriptors close-on-exec: %w", err))
 	}
@@ -107,6 +109,45 @@ func runInit() int {
 		}
 	}
 	return 125
+}
+
+func countTrees(ms []mountSpec) int {
+	n := 0
+	for _, m := range ms {
+		if m.Tree >= 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// closeLeaked closes every descriptor from first up that the Go runtime
+// did not open itself (its poller and wakeup descriptors are anonymous
+// inodes; an inherited one of those kinds is harmless and also marked
+// close-on-exec by the caller).
+func closeLeaked(first int) {
+	d, err := os.Open("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	names, _ := d.Readdirnames(-1)
+	self := int(d.Fd())
+	var leaked []int
+	for _, n := range names {
+		fd, err := strconv.Atoi(n)
+		if err != nil || fd < first || fd == self {
+			continue
+		}
+		link, err := os.Readlink("/proc/self/fd/" + n)
+		if err != nil || strings.HasPrefix(link, "anon_inode:") {
+			continue
+		}
+		leaked = append(leaked, fd)
+	}
+	d.Close()
+	for _, fd := range leaked {
+		unix.Close(fd)
+	}
 }
 
 // buildView assembles the agent's filesystem on a tmpfs and pivots into it.

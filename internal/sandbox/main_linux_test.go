@@ -33,6 +33,8 @@ type env struct {
 	cfg  Config
 	out  *bytes.Buffer
 	logs *syncBuffer
+	// closeOut ends output capture; e.out is complete after it.
+	closeOut func()
 }
 
 type syncBuffer struct {
@@ -108,7 +110,9 @@ func (e *env) run() (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	return s.Wait()
+	code, err := s.Wait()
+	e.closeOut()
+	return code, err
 }
 
 func (e *env) start() (*Sandbox, error) {
@@ -119,17 +123,27 @@ func (e *env) start() (*Sandbox, error) {
 	}
 	e.cfg.Stdout, e.cfg.Stderr = w, w
 	s, err := Start(context.Background(), &e.cfg)
-	w.Close()
+	if !e.cfg.TTY {
+		w.Close() // the sandbox holds its own copy; with a pty the relay writes w
+	}
 	if err != nil {
+		w.Close()
 		r.Close()
 		return nil, err
 	}
 	done := make(chan struct{})
 	go func() { e.out.ReadFrom(r); r.Close(); close(done) }()
+	var once sync.Once
+	e.closeOut = func() {
+		once.Do(func() {
+			w.Close()
+			<-done
+		})
+	}
 	e.t.Cleanup(func() {
 		s.Signal(os.Kill)
 		s.Wait()
-		<-done
+		e.closeOut()
 		if e.t.Failed() {
 			e.t.Logf("agent output:\n%s\nsandbox log:\n%s", e.out, e.logs)
 		}

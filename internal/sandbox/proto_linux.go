@@ -57,6 +57,9 @@ type execConfig struct {
 	Notify    bool // install the execve user-notification listener
 	TTY       bool
 	Degrade   []string
+	// ForceMissing makes these layers fail as if the kernel lacked them
+	// (tests of the fail-closed path).
+	ForceMissing []string
 }
 
 // ctlMsg travels on fdCtl, one per datagram.
