@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
 	"path"
 	"slices"
 	"strings"
@@ -166,34 +170,57 @@ func normalizeRequestPath(p string) (string, bool) {
 	return path.Clean(dec), true
 }
 
+// matchGlob matches s against a glob by translating it to a regular
+// expression. Go's regexp runs in time linear in the input, so a hostile
+// pattern such as "/**/**/**/**/z" cannot stall a decision, as a
+// backtracking matcher would.
 func matchGlob(pattern, s string) bool {
-	for len(pattern) > 0 {
+	if !utf8.ValidString(pattern) {
+		return false // policy globs are validated; never guess at others
+	}
+	return globRegexp(pattern).MatchString(s)
+}
+
+var (
+	globCache   sync.Map // pattern -> *regexp.Regexp
+	globCached  atomic.Int64
+	maxGlobKeep = int64(4096)
+)
+
+func globRegexp(pattern string) *regexp.Regexp {
+	if re, ok := globCache.Load(pattern); ok {
+		return re.(*regexp.Regexp)
+	}
+	var b strings.Builder
+	b.WriteString(`\A`)
+	for i := 0; i < len(pattern); {
+		rest := pattern[i:]
 		switch {
-		case strings.HasPrefix(pattern, "**"):
-			rest := strings.TrimPrefix(pattern[2:], "/")
-			if rest == "" {
-				return true
-			}
-			for i := 0; i <= len(s); i++ {
-				if (i == 0 || s[i-1] == '/') && matchGlob(rest, s[i:]) {
-					return true
-				}
-			}
-			return false
-		case pattern[0] == '*':
-			for i := 0; i <= len(s) && (i == 0 || s[i-1] != '/'); i++ {
-				if matchGlob(pattern[1:], s[i:]) {
-					return true
-				}
-			}
-			return false
+		case rest == "/**":
+			b.WriteString(`(?:/.*)?`) // "/x/**" also matches "/x"
+			i += 3
+		case strings.HasPrefix(rest, "/**/"):
+			b.WriteString(`/(?:.*/)?`) // "/a/**/z" also matches "/a/z"
+			i += 4
+		case strings.HasPrefix(rest, "**/"):
+			b.WriteString(`(?:.*/)?`)
+			i += 3
+		case strings.HasPrefix(rest, "**"):
+			b.WriteString(`.*`)
+			i += 2
+		case rest[0] == '*':
+			b.WriteString(`[^/]*`)
+			i++
 		default:
-			if len(s) == 0 || pattern[0] != s[0] {
-				// "/x/**" also matches "/x".
-				return pattern == "/**" && s == ""
-			}
-			pattern, s = pattern[1:], s[1:]
+			_, n := utf8.DecodeRuneInString(rest)
+			b.WriteString(regexp.QuoteMeta(rest[:n]))
+			i += n
 		}
 	}
-	return s == ""
+	b.WriteString(`\z`)
+	re := regexp.MustCompile("(?s)" + b.String())
+	if globCached.Add(1) <= maxGlobKeep {
+		globCache.Store(pattern, re)
+	}
+	return re
 }

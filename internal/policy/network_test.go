@@ -2,7 +2,9 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 )
 
 func mustNetwork(t testing.TB, yaml string) *Network {
@@ -156,6 +158,23 @@ func TestMatchPath(t *testing.T) {
 		if got := MatchPath(tt.pattern, tt.path); got != tt.want {
 			t.Errorf("MatchPath(%q, %q) = %v, want %v", tt.pattern, tt.path, got, tt.want)
 		}
+	}
+}
+
+func TestMatchPathHostilePatterns(t *testing.T) {
+	// A backtracking matcher takes seconds to minutes on these.
+	start := time.Now()
+	for _, tt := range []struct{ pattern, path string }{
+		{strings.Repeat("/**", 12) + "/z", strings.Repeat("/a", 200)},
+		{"/" + strings.Repeat("*a", 30) + "b", "/" + strings.Repeat("a", 500)},
+		{"/x/\xff*", "/x/\xff"},
+	} {
+		if MatchPath(tt.pattern, tt.path) {
+			t.Errorf("MatchPath(%q, ...) = true", tt.pattern)
+		}
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("hostile patterns took %v", d)
 	}
 }
 

@@ -218,6 +218,9 @@ func normalizeMethod(m string) (string, *problem) {
 // [MatchPath].
 func checkHTTPPathGlob(p string) *problem {
 	const hint = `write a path glob starting with "/", e.g. "/simple/**" or "/v1/*/info"`
+	if len(p) > 1024 || !utf8.ValidString(p) {
+		return bad(hint, "path glob is longer than 1024 bytes or not UTF-8")
+	}
 	if !strings.HasPrefix(p, "/") {
 		return bad(hint, "%q does not start with /", p)
 	}
@@ -256,6 +259,8 @@ func normalizeWorkspaceGlob(p string) (string, *problem) {
 	const hint = `write a path relative to the workspace root, e.g. ".env", "secrets/**" or "**/*.pem"`
 	n := strings.TrimSuffix(p, "/")
 	switch {
+	case len(n) > 1024 || !utf8.ValidString(n):
+		return "", bad(hint, "glob is longer than 1024 bytes or not UTF-8")
 	case n == "":
 		return "", bad(hint, "path is empty")
 	case strings.HasPrefix(n, "/") || strings.HasPrefix(n, "~"):
