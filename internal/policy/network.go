@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"path"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
-	"path"
-	"slices"
-	"strings"
 )
 
 // Request is one egress request as the proxy sees it.
