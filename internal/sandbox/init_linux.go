@@ -205,6 +205,9 @@ func buildView(cfg *initConfig) error {
 			return err
 		}
 	}
+	if err := maskProc(rootfd); err != nil {
+		return err
+	}
 	if err := mountFS(newRoot, rootfd, "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
 		return err
 	}
@@ -242,6 +245,30 @@ func buildView(cfg *initConfig) error {
 	}
 	if err := unix.MountSetattr(unix.AT_FDCWD, "/", 0, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}); err != nil {
 		return fmt.Errorf("make new root read-only: %w", err)
+	}
+	return nil
+}
+
+// maskedProc are /proc files covered with /dev/null, as container runtimes
+// do: /proc/keys would list the descriptions of keys owned by the same host
+// uid (the unprivileged case), the rest expose kernel internals.
+var maskedProc = []string{"keys", "key-users", "kcore", "timer_list", "sched_debug", "sysrq-trigger", "latency_stats"}
+
+func maskProc(rootfd int) error {
+	for _, f := range maskedProc {
+		var st unix.Stat_t
+		if unix.Fstatat(rootfd, "proc/"+f, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			continue
+		}
+		tree, err := openTree(mountSpec{Source: newRoot + "/dev/null", Dev: true})
+		if err != nil {
+			return err
+		}
+		err = mountTreeAt(rootfd, tree, "/proc/"+f, true)
+		unix.Close(tree)
+		if err != nil {
+			return fmt.Errorf("mask /proc/%s: %w", f, err)
+		}
 	}
 	return nil
 }
