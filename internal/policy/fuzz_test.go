@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzParse: Parse never panics, rejects with positioned errors, and any
@@ -48,7 +49,15 @@ func FuzzParse(f *testing.F) {
 func FuzzMatchPath(f *testing.F) {
 	f.Add("/simple/**", "/simple/../x")
 	f.Add("/a/*/b", "/a/%2e%2e/b")
+	f.Add("/simple/**", "/simple")
+	f.Add("/**", "/")
+	f.Add("/a/b", "/a/b")
 	f.Fuzz(func(t *testing.T, pattern, p string) {
+		if n, ok := normalizeRequestPath(stripQuery(p)); ok && utf8.ValidString(pattern) {
+			if fast, slow := matchGlob(pattern, n), globRegexp(pattern).MatchString(n); fast != slow {
+				t.Fatalf("matchGlob(%q, %q) = %v, regexp says %v", pattern, n, fast, slow)
+			}
+		}
 		if !MatchPath(pattern, p) {
 			return
 		}

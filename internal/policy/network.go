@@ -178,6 +178,13 @@ func matchGlob(pattern, s string) bool {
 	if !utf8.ValidString(pattern) {
 		return false // policy globs are validated; never guess at others
 	}
+	// Fast paths for the common shapes: "/exact" and "/prefix/**".
+	if !strings.Contains(pattern, "*") {
+		return pattern == s
+	}
+	if dir, ok := strings.CutSuffix(pattern, "/**"); ok && !strings.Contains(dir, "*") {
+		return s == dir || strings.HasPrefix(s, dir+"/") || dir == "" && strings.HasPrefix(s, "/")
+	}
 	return globRegexp(pattern).MatchString(s)
 }
 
