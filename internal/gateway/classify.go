@@ -1,0 +1,279 @@
+package gateway
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// ClassifiedFile is a workspace file with a classification level, passed by
+// the integrator at session start.
+type ClassifiedFile struct {
+	Path    string
+	Level   string
+	Content []byte
+}
+
+// Fingerprinting parameters (winnowing, Schleimer, Wilkerson and Aiken,
+// SIGMOD 2003). Text is normalised (lowercased, all whitespace removed,
+// identifiers optionally replaced), hashed in k-grams of characters, and
+// the minimum hash of every window of w consecutive k-grams is kept. Any
+// run of at least k+w-1 normalised characters shared with a file is
+// guaranteed to share a fingerprint; a prompt is a hit for a file when it
+// shares at least minMatches distinct fingerprints spanning two or more of
+// the file's lines.
+const (
+	fpK          = 24
+	fpW          = 12
+	minMatches   = 4
+	maxFileBytes = 4 << 20
+)
+
+// Index holds the fingerprints of a session's classified files.
+type Index struct {
+	files     []indexedFile
+	post      map[uint64][]posting
+	identNorm bool
+}
+
+type indexedFile struct {
+	path  string
+	level int
+}
+
+type posting struct {
+	file int32
+	line int32 // 1-based line in the file
+}
+
+// buildIndex fingerprints files. Unknown levels are an error; files above
+// maxFileBytes are fingerprinted on their first maxFileBytes.
+func (g *Gateway) buildIndex(files []ClassifiedFile) (*Index, error) {
+	ix := &Index{post: map[uint64][]posting{}, identNorm: g.cfg.NormalizeIdentifiers}
+	for i, f := range files {
+		lv := slices.Index(g.levels, f.Level)
+		if lv < 0 {
+			return nil, fmt.Errorf("%w: classified file %q: level %q is not one of %s", ErrConfig, f.Path, f.Level, strings.Join(g.levels, ", "))
+		}
+		ix.add(f.Path, lv, f.Content)
+		_ = i
+	}
+	return ix, nil
+}
+
+// NewIndex fingerprints files with the given level names, outside a
+// gateway (for measurements and tests).
+func NewIndex(levels []string, identNorm bool, files []ClassifiedFile) (*Index, error) {
+	g := &Gateway{levels: levels, cfg: Config{NormalizeIdentifiers: identNorm}}
+	return g.buildIndex(files)
+}
+
+func (ix *Index) add(path string, level int, content []byte) {
+	if len(content) > maxFileBytes {
+		content = content[:maxFileBytes]
+	}
+	fi := int32(len(ix.files))
+	ix.files = append(ix.files, indexedFile{path, level})
+	n := normalize(string(content), ix.identNorm)
+	seen := map[uint64]bool{}
+	winnow(n.text, func(h uint64, pos int) {
+		if seen[h] {
+			return
+		}
+		seen[h] = true
+		ix.post[h] = append(ix.post[h], posting{fi, n.line[pos]})
+	})
+}
+
+// Len reports the number of files indexed.
+func (ix *Index) Len() int { return len(ix.files) }
+
+// normText is normalised text with each byte's source line.
+type normText struct {
+	text []byte
+	line []int32 // 1-based line of text[i] in the source
+}
+
+// normalize lowercases s and drops whitespace; with identNorm every
+// identifier that is not a common keyword becomes "v", so renames do not
+// change the text.
+func normalize(s string, identNorm bool) normText {
+	n := normText{text: make([]byte, 0, len(s)), line: make([]int32, 0, len(s))}
+	line := int32(1)
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '\n':
+			line++
+			i++
+		case c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f':
+			i++
+		case identNorm && isIdentStart(c):
+			j := i + 1
+			for j < len(s) && isIdentPart(s[j]) {
+				j++
+			}
+			w := strings.ToLower(s[i:j])
+			if keywords[w] {
+				for k := 0; k < len(w); k++ {
+					n.text = append(n.text, w[k])
+					n.line = append(n.line, line)
+				}
+			} else {
+				n.text = append(n.text, 'v')
+				n.line = append(n.line, line)
+			}
+			i = j
+		default:
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			n.text = append(n.text, c)
+			n.line = append(n.line, line)
+			i++
+		}
+	}
+	return n
+}
+
+func isIdentStart(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+func isIdentPart(c byte) bool { return isIdentStart(c) || c >= '0' && c <= '9' }
+
+// keywords survive identifier normalisation: they carry the structure.
+var keywords = map[string]bool{}
+
+func init() {
+	for _, w := range strings.Fields(`break case chan const continue default defer else fallthrough for func go goto
+		if import interface map package range return select struct switch type var nil true false
+		def class self lambda yield async await try except finally raise with as from in is not and or pass
+		function let new this throw catch typeof instanceof void delete null undefined
+		public private protected static final void int long char byte float double boolean string
+		while do include define ifdef endif sizeof unsigned signed extern fn impl mut pub use mod match`) {
+		keywords[w] = true
+	}
+}
+
+// winnow calls emit for each selected fingerprint of text with the
+// position of its k-gram.
+func winnow(text []byte, emit func(h uint64, pos int)) {
+	if len(text) < fpK {
+		return
+	}
+	const base = 1099511628211
+	var pow uint64 = 1
+	for i := 0; i < fpK-1; i++ {
+		pow *= base
+	}
+	var h uint64
+	for i := 0; i < fpK; i++ {
+		h = h*base + uint64(text[i])
+	}
+	nk := len(text) - fpK + 1
+	hashes := make([]uint64, nk)
+	hashes[0] = mix(h)
+	for i := 1; i < nk; i++ {
+		h = (h-uint64(text[i-1])*pow)*base + uint64(text[i+fpK-1])
+		hashes[i] = mix(h)
+	}
+	if nk <= fpW {
+		m := 0
+		for i := range hashes {
+			if hashes[i] <= hashes[m] {
+				m = i
+			}
+		}
+		emit(hashes[m], m)
+		return
+	}
+	last := -1
+	for start := 0; start+fpW <= nk; start++ {
+		m := start
+		for i := start; i < start+fpW; i++ {
+			if hashes[i] <= hashes[m] { // rightmost minimum
+				m = i
+			}
+		}
+		if m != last {
+			emit(hashes[m], m)
+			last = m
+		}
+	}
+}
+
+// mix is the splitmix64 finaliser, so the minimum of a window is not biased
+// by the low bits of a polynomial hash.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// Match is classified content found in a text.
+type Match struct {
+	File      int // index into the session's files
+	Path      string
+	Level     int
+	Matched   int // distinct shared fingerprints
+	FileStart int // span in the file, 1-based lines
+	FileEnd   int
+	TextStart int // span in the text, 1-based lines
+	TextEnd   int
+}
+
+// Match returns the classified files text shares content with.
+func (ix *Index) Match(text string) []Match {
+	if ix == nil || len(ix.files) == 0 || len(text) < fpK {
+		return nil
+	}
+	n := normalize(text, ix.identNorm)
+	type acc struct {
+		m     Match
+		seen  map[uint64]bool
+		lines map[int32]bool
+	}
+	var accs map[int32]*acc
+	winnow(n.text, func(h uint64, pos int) {
+		ps := ix.post[h]
+		if len(ps) == 0 {
+			return
+		}
+		if accs == nil {
+			accs = map[int32]*acc{}
+		}
+		tl := int(n.line[pos])
+		for _, p := range ps {
+			a := accs[p.file]
+			if a == nil {
+				a = &acc{m: Match{File: int(p.file), FileStart: int(p.line), FileEnd: int(p.line), TextStart: tl, TextEnd: tl},
+					seen: map[uint64]bool{}, lines: map[int32]bool{}}
+				accs[p.file] = a
+			}
+			if a.seen[h] {
+				continue
+			}
+			a.seen[h] = true
+			a.lines[p.line] = true
+			a.m.Matched++
+			a.m.FileStart, a.m.FileEnd = min(a.m.FileStart, int(p.line)), max(a.m.FileEnd, int(p.line))
+			endLine := int(n.line[min(pos+fpK-1, len(n.line)-1)])
+			a.m.TextStart, a.m.TextEnd = min(a.m.TextStart, tl), max(a.m.TextEnd, endLine)
+		}
+	})
+	var out []Match
+	for fi, a := range accs {
+		if a.m.Matched < minMatches || len(a.lines) < 2 {
+			continue
+		}
+		f := ix.files[fi]
+		a.m.Path, a.m.Level = f.path, f.level
+		out = append(out, a.m)
+	}
+	slices.SortFunc(out, func(x, y Match) int { return x.File - y.File })
+	return out
+}

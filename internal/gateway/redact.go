@@ -1,0 +1,322 @@
+package gateway
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+//go:embed rules.toml
+var builtinRules []byte
+
+// ruleFile is the subset of the gitleaks configuration format the gateway
+// understands. Unknown keys are rejected so a typo does not silently drop a
+// rule.
+type ruleFile struct {
+	Title     string         `toml:"title"`
+	Allowlist *allowlistSpec `toml:"allowlist"`
+	Rules     []struct {
+		ID          string          `toml:"id"`
+		Description string          `toml:"description"`
+		Regex       string          `toml:"regex"`
+		SecretGroup int             `toml:"secretGroup"`
+		Entropy     float64         `toml:"entropy"`
+		Keywords    []string        `toml:"keywords"`
+		Tags        []string        `toml:"tags"`
+		Allowlist   *allowlistSpec  `toml:"allowlist"`
+		Allowlists  []allowlistSpec `toml:"allowlists"`
+	} `toml:"rules"`
+}
+
+type allowlistSpec struct {
+	Description string   `toml:"description"`
+	Regexes     []string `toml:"regexes"`
+	Stopwords   []string `toml:"stopwords"`
+}
+
+type rule struct {
+	id        string
+	re        *regexp.Regexp
+	group     int
+	entropy   float64
+	keywords  []string
+	allow     []*regexp.Regexp
+	stopwords []string
+}
+
+type ruleSet struct {
+	rules []rule
+	allow []*regexp.Regexp
+}
+
+// loadRules parses a gitleaks-format rule file; nil means the built-in one.
+func loadRules(src []byte) (*ruleSet, error) {
+	name := "built-in secret rules"
+	if src == nil {
+		src = builtinRules
+	} else {
+		name = "secret rules"
+	}
+	var f ruleFile
+	md, err := toml.Decode(string(src), &f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("%w: %s: unknown key %q", ErrConfig, name, und[0].String())
+	}
+	rs := &ruleSet{}
+	compile := func(where string, specs ...*allowlistSpec) ([]*regexp.Regexp, []string, error) {
+		var res []*regexp.Regexp
+		var stop []string
+		for _, a := range specs {
+			if a == nil {
+				continue
+			}
+			for i, s := range a.Regexes {
+				re, err := regexp.Compile(s)
+				if err != nil {
+					return nil, nil, fmt.Errorf("%w: %s: %s allowlist regexes[%d]: %w", ErrConfig, name, where, i, err)
+				}
+				res = append(res, re)
+			}
+			for _, w := range a.Stopwords {
+				stop = append(stop, strings.ToLower(w))
+			}
+		}
+		return res, stop, nil
+	}
+	rs.allow, _, err = compile("global", f.Allowlist)
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	for i, r := range f.Rules {
+		where := fmt.Sprintf("rules[%d] (%s)", i, r.ID)
+		if r.ID == "" || ids[r.ID] {
+			return nil, fmt.Errorf("%w: %s: %s: id is empty or repeated", ErrConfig, name, where)
+		}
+		ids[r.ID] = true
+		if r.Regex == "" {
+			// Path-only gitleaks rules match file names, not content.
+			continue
+		}
+		re, err := regexp.Compile(r.Regex)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %s: regex: %w", ErrConfig, name, where, err)
+		}
+		if r.SecretGroup < 0 || r.SecretGroup > re.NumSubexp() {
+			return nil, fmt.Errorf("%w: %s: %s: secretGroup %d but the regex has %d groups", ErrConfig, name, where, r.SecretGroup, re.NumSubexp())
+		}
+		specs := []*allowlistSpec{r.Allowlist}
+		for j := range r.Allowlists {
+			specs = append(specs, &r.Allowlists[j])
+		}
+		allow, stop, err := compile(where, specs...)
+		if err != nil {
+			return nil, err
+		}
+		kw := make([]string, len(r.Keywords))
+		for j, k := range r.Keywords {
+			kw[j] = strings.ToLower(k)
+		}
+		rs.rules = append(rs.rules, rule{id: r.ID, re: re, group: r.SecretGroup, entropy: r.Entropy,
+			keywords: kw, allow: allow, stopwords: stop})
+	}
+	if len(rs.rules) == 0 {
+		return nil, fmt.Errorf("%w: %s: no rules with a regex", ErrConfig, name)
+	}
+	return rs, nil
+}
+
+// finding is one secret in a string: s[start:end].
+type finding struct {
+	start, end int
+	rule       string
+}
+
+// find returns the non-overlapping secrets in s, in order. Earlier rules
+// win where two overlap.
+func (rs *ruleSet) find(s string) []finding {
+	var lower string
+	var out []finding
+	for i := range rs.rules {
+		r := &rs.rules[i]
+		if len(r.keywords) > 0 {
+			if lower == "" {
+				lower = strings.ToLower(s)
+			}
+			if !slices.ContainsFunc(r.keywords, func(k string) bool { return strings.Contains(lower, k) }) {
+				continue
+			}
+		}
+		for _, m := range r.re.FindAllStringSubmatchIndex(s, -1) {
+			a, b := m[2*r.group], m[2*r.group+1]
+			if a < 0 || a == b {
+				continue
+			}
+			sec := s[a:b]
+			if r.entropy > 0 && shannon(sec) < r.entropy {
+				continue
+			}
+			if rs.allowed(r, sec) {
+				continue
+			}
+			if overlaps(out, a, b) {
+				continue
+			}
+			out = append(out, finding{a, b, r.id})
+		}
+	}
+	slices.SortFunc(out, func(x, y finding) int { return x.start - y.start })
+	return out
+}
+
+func (rs *ruleSet) allowed(r *rule, sec string) bool {
+	for _, re := range rs.allow {
+		if re.MatchString(sec) {
+			return true
+		}
+	}
+	for _, re := range r.allow {
+		if re.MatchString(sec) {
+			return true
+		}
+	}
+	if len(r.stopwords) > 0 {
+		l := strings.ToLower(sec)
+		for _, w := range r.stopwords {
+			if strings.Contains(l, w) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func overlaps(fs []finding, a, b int) bool {
+	for _, f := range fs {
+		if a < f.end && f.start < b {
+			return true
+		}
+	}
+	return false
+}
+
+// shannon is the Shannon entropy of s in bits per byte.
+func shannon(s string) float64 {
+	if s == "" {
+		return 0
+	}
+	var counts [256]int
+	for i := 0; i < len(s); i++ {
+		counts[s[i]]++
+	}
+	n := float64(len(s))
+	var h float64
+	for _, c := range counts {
+		if c > 0 {
+			p := float64(c) / n
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
+}
+
+// redactor replaces secrets in one request and remembers what it did.
+type redactor struct {
+	rules   *ruleSet
+	salt    []byte
+	literal []literalSecret // exact strings always redacted (token, keys)
+	found   map[string]*Redaction
+	order   []string
+}
+
+type literalSecret struct{ value, rule string }
+
+func (s *Session) newRedactor() *redactor {
+	rd := &redactor{salt: s.salt, found: map[string]*Redaction{}}
+	if !s.g.cfg.DisableRedaction {
+		rd.rules = s.g.rules
+	}
+	// The session token and the real keys are redacted even with redaction
+	// off: an agent that ran `env` must not send either to a model.
+	rd.literal = append(rd.literal, literalSecret{string(s.token), "enclave-session-token"})
+	for _, p := range s.g.providers {
+		rd.literal = append(rd.literal, literalSecret{p.key.value(), "provider-key"})
+	}
+	return rd
+}
+
+// placeholder is stable for a secret within a session: the same secret
+// gets the same placeholder, so the model can still tell two apart.
+func (rd *redactor) placeholder(rule, sec string) (string, string) {
+	m := hmac.New(sha256.New, rd.salt)
+	m.Write([]byte(sec))
+	h := hex.EncodeToString(m.Sum(nil))
+	return fmt.Sprintf("[REDACTED:%s:%s]", rule, h[:6]), h[:16]
+}
+
+// redact returns s with secrets replaced, and whether it changed.
+func (rd *redactor) redact(s string) (string, bool) {
+	var fs []finding
+	for _, l := range rd.literal {
+		if l.value == "" {
+			continue
+		}
+		for off := 0; ; {
+			i := strings.Index(s[off:], l.value)
+			if i < 0 {
+				break
+			}
+			a := off + i
+			fs = append(fs, finding{a, a + len(l.value), l.rule})
+			off = a + len(l.value)
+		}
+	}
+	if rd.rules != nil {
+		for _, f := range rd.rules.find(s) {
+			if !overlaps(fs, f.start, f.end) {
+				fs = append(fs, f)
+			}
+		}
+	}
+	if len(fs) == 0 {
+		return s, false
+	}
+	slices.SortFunc(fs, func(x, y finding) int { return x.start - y.start })
+	var b strings.Builder
+	last := 0
+	for _, f := range fs {
+		sec := s[f.start:f.end]
+		ph, h := rd.placeholder(f.rule, sec)
+		key := f.rule + "\x00" + h
+		if r := rd.found[key]; r != nil {
+			r.Count++
+		} else {
+			rd.found[key] = &Redaction{Rule: f.rule, Hash: h, Placeholder: ph, Count: 1}
+			rd.order = append(rd.order, key)
+		}
+		b.WriteString(s[last:f.start])
+		b.WriteString(ph)
+		last = f.end
+	}
+	b.WriteString(s[last:])
+	return b.String(), true
+}
+
+func (rd *redactor) list() []Redaction {
+	out := make([]Redaction, 0, len(rd.order))
+	for _, k := range rd.order {
+		out = append(out, *rd.found[k])
+	}
+	return out
+}
