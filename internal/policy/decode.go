@@ -717,6 +717,10 @@ func (d *decoder) hostRules(n *yaml.Node, field string) opt[[]item[HostRule]] {
 	elems, _ := d.seq(n, field)
 	for i, e := range elems {
 		f := fmt.Sprintf("%s[%d]", field, i)
+		if e.Kind == yaml.ScalarNode && e.ShortTag() == "!!str" {
+			d.failf(e, f, fmt.Sprintf("write a rule: - host: %s", e.Value), "must be a rule with host:, not the text %q", e.Value)
+			continue
+		}
 		m := d.fields(e, f, "profiles.*.network.allow[]")
 		if isNull(e) {
 			d.failf(e, f, "write a rule such as {host: registry.example.com}", "empty rule")

@@ -555,3 +555,40 @@ func TestValidateCatchesHandBuiltMistakes(t *testing.T) {
 		}
 	}
 }
+
+func TestGrants(t *testing.T) {
+	t.Setenv("HOME", testHome)
+	if g := Default().Profiles["default"].Grants(); len(g) != 0 {
+		t.Errorf("Default Grants() = %q, want none", g)
+	}
+	p, err := Parse("g.yaml", []byte(`version: 1
+profiles:
+  default:
+    filesystem: {read_only: [/opt/a], read_write: [~/.cache/x]}
+    network:
+      allow:
+        - {host: registry.example.com}
+        - {host: up.example.com, ports: [80], methods: [POST], allow_connect: true}
+      byte_budget: 1GiB
+    env: {allow: [TERM, GOFLAGS], set: {CI: "1"}}
+    limits: {memory: 1GiB, wall_time: 8h}
+    degrade: [seccomp]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"network: registry.example.com on port 443, 80",
+		"network: up.example.com on port 80 methods POST (and CONNECT tunnels, unchecked)",
+		"read-only: /opt/a",
+		"read-write: " + testHome + "/.cache/x",
+		"environment passed: GOFLAGS",
+		"environment set: CI",
+		"network.byte_budget: 1073741824 bytes (default 67108864)",
+		"limits.wall_time raised above the default",
+		"may run without seccomp",
+	}
+	if got := p.Profiles["default"].Grants(); !slices.Equal(got, want) {
+		t.Errorf("Grants() =\n%q\nwant\n%q", got, want)
+	}
+}
