@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -190,9 +191,10 @@ func writeNew(path, content string, mode os.FileMode) error {
 	return f.Close()
 }
 
-// LoadSigner reads a private key written by GenerateKey. A key file that
+// LoadKey reads a private key written by GenerateKey. A key file that
 // group or others can access, or that is not a regular file, is refused.
-func LoadSigner(privPath string) (note.Signer, error) {
+// Errors never include key material.
+func LoadKey(privPath string) (*Key, error) {
 	f, err := os.Open(privPath)
 	if err != nil {
 		return nil, fmt.Errorf("load private key: %w", err)
@@ -208,17 +210,15 @@ func LoadSigner(privPath string) (note.Signer, error) {
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("load private key %q: mode %v lets group or others read it; chmod 600 it", privPath, fi.Mode().Perm())
 	}
-	b := make([]byte, 4096)
-	n, err := f.Read(b)
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
 	if err != nil {
 		return nil, fmt.Errorf("load private key %q: %w", privPath, err)
 	}
-	s, err := note.NewSigner(strings.TrimSpace(string(b[:n])))
+	k, err := ParseKey(string(b))
 	if err != nil {
-		// Never echo key material into an error.
-		return nil, fmt.Errorf("load private key %q: not a signer key", privPath)
+		return nil, fmt.Errorf("load private key %q: %w", privPath, err)
 	}
-	return s, nil
+	return k, nil
 }
 
 // ReadPublicKey reads a public key file written by GenerateKey and checks

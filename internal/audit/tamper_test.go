@@ -104,7 +104,7 @@ func rawDB(t *testing.T, path string) *sql.DB {
 	return db
 }
 
-func exec(t *testing.T, db *sql.DB, q string, args ...any) {
+func execSQL(t *testing.T, db *sql.DB, q string, args ...any) {
 	t.Helper()
 	if _, err := db.Exec(q, args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
@@ -154,7 +154,7 @@ func rehash(t *testing.T, db *sql.DB) {
 			m[tlog.StoredHashIndex(0, int64(seq))+int64(j)] = h
 			blob = append(blob, h[:]...)
 		}
-		exec(t, db, "UPDATE records SET hashes = ? WHERE seq = ?", blob, seq)
+		execSQL(t, db, "UPDATE records SET hashes = ? WHERE seq = ?", blob, seq)
 	}
 }
 
@@ -184,7 +184,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				b := rowData(t, db, 150)
 				i := strings.Index(string(b), "h150.example")
 				b[i] = 'H'
-				exec(t, db, "UPDATE records SET data = ? WHERE seq = 150", b)
+				execSQL(t, db, "UPDATE records SET data = ? WHERE seq = 150", b)
 			},
 			seq: 150, problem: audit.ProblemEdited, detail: "stored leaf hash",
 		},
@@ -194,7 +194,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				b := rowData(t, db, 150)
 				b[strings.Index(string(b), "h150.example")] = 'H'
 				h := tlog.RecordHash(b)
-				exec(t, db, "UPDATE records SET data = ?, hashes = ? WHERE seq = 150", b, h[:])
+				execSQL(t, db, "UPDATE records SET data = ?, hashes = ? WHERE seq = 150", b, h[:])
 			},
 			seq: 150, problem: audit.ProblemEdited, detail: "records 150..151",
 		},
@@ -203,7 +203,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
 				b := rowData(t, db, 150)
 				b[strings.Index(string(b), "h150.example")] = 'H'
-				exec(t, db, "UPDATE records SET data = ? WHERE seq = 150", b)
+				execSQL(t, db, "UPDATE records SET data = ? WHERE seq = 150", b)
 				rehash(t, db)
 			},
 			seq: 100, problem: audit.ProblemEdited, detail: "records 100..199 do not hash to the root signed at size 200",
@@ -213,47 +213,47 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
 				b := rowData(t, db, 7)
 				b[0] = '['
-				exec(t, db, "UPDATE records SET data = ? WHERE seq = 7", b)
+				execSQL(t, db, "UPDATE records SET data = ? WHERE seq = 7", b)
 			},
 			seq: 7, problem: audit.ProblemEdited, detail: "no longer parse",
 		},
 		{
 			name: "delete one event",
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
-				exec(t, db, "DELETE FROM records WHERE seq = 150")
+				execSQL(t, db, "DELETE FROM records WHERE seq = 150")
 			},
 			seq: 150, problem: audit.ProblemMissing,
 		},
 		{
 			name: "delete one event and renumber the rest",
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
-				exec(t, db, "DELETE FROM records WHERE seq = 150")
-				exec(t, db, "UPDATE records SET seq = -(seq - 1) WHERE seq > 150")
-				exec(t, db, "UPDATE records SET seq = -seq WHERE seq < 0")
+				execSQL(t, db, "DELETE FROM records WHERE seq = 150")
+				execSQL(t, db, "UPDATE records SET seq = -(seq - 1) WHERE seq > 150")
+				execSQL(t, db, "UPDATE records SET seq = -seq WHERE seq < 0")
 			},
 			seq: 150, problem: audit.ProblemReordered, detail: "written as record 151",
 		},
 		{
 			name: "swap two events",
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
-				exec(t, db, "UPDATE records SET seq = -1 WHERE seq = 120")
-				exec(t, db, "UPDATE records SET seq = 120 WHERE seq = 130")
-				exec(t, db, "UPDATE records SET seq = 130 WHERE seq = -1")
+				execSQL(t, db, "UPDATE records SET seq = -1 WHERE seq = 120")
+				execSQL(t, db, "UPDATE records SET seq = 120 WHERE seq = 130")
+				execSQL(t, db, "UPDATE records SET seq = 130 WHERE seq = -1")
 			},
 			seq: 120, problem: audit.ProblemReordered, detail: "written as record 130",
 		},
 		{
 			name: "truncate below a checkpoint",
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
-				exec(t, db, "DELETE FROM records WHERE seq >= 250")
+				execSQL(t, db, "DELETE FROM records WHERE seq >= 250")
 			},
 			seq: 250, problem: audit.ProblemTruncated,
 		},
 		{
 			name: "truncate records and checkpoints, caught by a published checkpoint",
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
-				exec(t, db, "DELETE FROM records WHERE seq >= 250")
-				exec(t, db, "DELETE FROM checkpoints WHERE size > 250")
+				execSQL(t, db, "DELETE FROM records WHERE seq >= 250")
+				execSQL(t, db, "DELETE FROM checkpoints WHERE size > 250")
 			},
 			published: true,
 			seq:       250, problem: audit.ProblemTruncated,
@@ -263,9 +263,9 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
 				b := rowData(t, db, 42)
 				b[strings.Index(string(b), "h42.example")] = 'H'
-				exec(t, db, "UPDATE records SET data = ? WHERE seq = 42", b)
+				execSQL(t, db, "UPDATE records SET data = ? WHERE seq = 42", b)
 				rehash(t, db)
-				exec(t, db, "DELETE FROM checkpoints")
+				execSQL(t, db, "DELETE FROM checkpoints")
 			},
 			published: true,
 			seq:       0, problem: audit.ProblemEdited, detail: "root signed at size 300",
@@ -277,7 +277,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				db.QueryRow("SELECT note FROM checkpoints WHERE size = 200").Scan(&note)
 				lines := strings.SplitN(string(note), "\n", 4)
 				lines[2] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
-				exec(t, db, "UPDATE checkpoints SET note = ? WHERE size = 200", strings.Join(lines, "\n"))
+				execSQL(t, db, "UPDATE checkpoints SET note = ? WHERE size = 200", strings.Join(lines, "\n"))
 			},
 			seq: -1, problem: audit.ProblemBadSignature,
 		},
@@ -285,7 +285,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			name: "replace a checkpoint with one signed by another key",
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
 				evil := otherKey(t, "enclave-test") // same name, different key
-				exec(t, db, "UPDATE checkpoints SET note = ? WHERE size = 100", signNote(t, evil, "enclave-test\n100\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"))
+				execSQL(t, db, "UPDATE checkpoints SET note = ? WHERE size = 100", signNote(t, evil, "enclave-test\n100\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"))
 			},
 			seq: -1, problem: audit.ProblemUnknownKey,
 		},
@@ -293,7 +293,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			name: "a checkpoint of another log under the same key",
 			tamper: func(t *testing.T, db *sql.DB, final *audit.Checkpoint) {
 				text := string(audit.FormatCheckpoint("other-log", final.Tree))
-				exec(t, db, "INSERT INTO checkpoints(size, time, note) VALUES (300, 0, ?)", signNote(t, k, text))
+				execSQL(t, db, "INSERT INTO checkpoints(size, time, note) VALUES (300, 0, ?)", signNote(t, k, text))
 			},
 			origin: "enclave-test",
 			seq:    -1, problem: audit.ProblemWrongLog,
@@ -303,21 +303,21 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			tamper: func(t *testing.T, db *sql.DB, final *audit.Checkpoint) {
 				tr := final.Tree
 				tr.Hash[0] ^= 1
-				exec(t, db, "INSERT INTO checkpoints(size, time, note) VALUES (300, 0, ?)", signNote(t, k, string(audit.FormatCheckpoint("enclave-test", tr))))
+				execSQL(t, db, "INSERT INTO checkpoints(size, time, note) VALUES (300, 0, ?)", signNote(t, k, string(audit.FormatCheckpoint("enclave-test", tr))))
 			},
 			seq: -1, problem: audit.ProblemFork,
 		},
 		{
 			name: "change a query column",
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
-				exec(t, db, "UPDATE records SET decision = 'allow' WHERE seq = 99")
+				execSQL(t, db, "UPDATE records SET decision = 'allow' WHERE seq = 99")
 			},
 			seq: 99, problem: audit.ProblemIndex, detail: "decision",
 		},
 		{
 			name: "corrupt a stored tree node",
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
-				exec(t, db, "UPDATE records SET hashes = substr(hashes, 1, 32) || zeroblob(32) || substr(hashes, 65) WHERE seq = 63")
+				execSQL(t, db, "UPDATE records SET hashes = substr(hashes, 1, 32) || zeroblob(32) || substr(hashes, 65) WHERE seq = 63")
 			},
 			seq: 62, problem: audit.ProblemEdited, detail: "level-1",
 		},
@@ -381,7 +381,7 @@ func TestOpenRefusesTornTail(t *testing.T) {
 	// Crash: no Close. Tear the last record.
 	st.Close()
 	db := rawDB(t, path)
-	exec(t, db, "UPDATE records SET data = substr(data, 1, 40) WHERE seq = 149")
+	execSQL(t, db, "UPDATE records SET data = substr(data, 1, 40) WHERE seq = 149")
 	db.Close()
 	st2, err := store.OpenSQLite(path)
 	if err != nil {
@@ -401,3 +401,5 @@ func TestOpenRefusesTornTail(t *testing.T) {
 		t.Errorf("refused Open wrote records: count %d, want 150", n)
 	}
 }
+
+func chmod(path string, mode os.FileMode) error { return os.Chmod(path, mode) }
