@@ -87,6 +87,10 @@ func buildLog(t *testing.T) (string, *audit.Checkpoint) {
 }
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(crashChildEnv); path != "" {
+		crashChild(path)
+		return
+	}
 	code := m.Run()
 	if template.path != "" {
 		os.RemoveAll(filepath.Dir(template.path))
