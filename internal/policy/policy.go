@@ -6,8 +6,33 @@
 // the rule that made it and a reason a human can read, because every decision
 // ends up in the audit log.
 //
-// The zero value of most settings means "the secure default": no extra paths,
-// no network hosts, no exec restriction beyond the mounted view.
+// # Loading
+//
+// [LoadFor] picks the policy for a repository: the --policy file if given,
+// else enclave.yaml at the repository root, else the built-in defaults
+// ([Default]), which are the same text [InitTemplate] returns for
+// `enclave init`. Parsing is strict: unknown or repeated keys, wrong types,
+// sizes without units, relative host paths, contradictions (a path both
+// read-only and read-write, a method rule on a port that only carries
+// tunnels, a rule shadowed by an earlier one, an extends cycle) and settings
+// that would hand the agent credentials are errors. Each is an [*Error]
+// with file, line, column, the setting's path and a hint; Parse returns up
+// to ten of them, in file order, as an [ErrorList].
+//
+// # Profiles
+//
+// Every profile is resolved at load time: a profile's parent is the profile
+// named by extends, else the built-in default profile. A setting the profile
+// writes replaces the parent's value whole (lists and maps are never merged);
+// a setting it leaves out is inherited. So the Profiles map always holds
+// complete settings and consumers never see a zero limit.
+//
+// # What the policy does not do
+//
+// It does not enforce anything: the sandbox, egress proxy and gateway do, and
+// each must treat a setting it cannot honour as a reason to stop. A policy
+// file that comes with a repository is input from whoever wrote the
+// repository; [Profile.Grants] lists what it opens so the CLI can ask.
 package policy
 
 import (
@@ -61,14 +86,18 @@ type Profile struct {
 	at map[string]srcPos
 }
 
-// Filesystem settings. Paths are absolute host paths after Load expands "~".
+// Filesystem settings. ReadOnly and ReadWrite are absolute, clean host
+// paths after Load expands "~"; Load refuses "/", kernel filesystems, the
+// home directory itself and credential directories (~/.ssh, ~/.aws, ...),
+// and system directories for ReadWrite. [Profile.CheckHostPaths] adds the
+// checks that need the repository and state paths.
 type Filesystem struct {
 	// ReadOnly lists extra host paths mounted read-only at the same path.
 	ReadOnly []string
 	// ReadWrite lists extra host paths mounted read-write at the same path.
 	ReadWrite []string
-	// Hidden lists workspace-relative paths or globs that are removed from
-	// the agent's copy of the workspace (for example ".env", "secrets/**").
+	// Hidden lists workspace globs ([MatchWorkspace]) removed from the
+	// agent's copy of the workspace (for example ".env", "secrets/**").
 	Hidden []string
 }
 
@@ -76,8 +105,8 @@ type Filesystem struct {
 type Network struct {
 	// Allow is the host allowlist; first matching rule wins.
 	Allow []HostRule
-	// ByteBudget caps bytes sent plus received over all flows of a session;
-	// 0 means the built-in default, negative is rejected by Load.
+	// ByteBudget caps bytes sent plus received over all flows of a session.
+	// Load always sets it (default 64 MiB); Validate rejects 0 or less.
 	ByteBudget int64
 	// DNS, when true, lets the in-sandbox resolver answer names on the
 	// allowlist; names off the list never get an answer either way.
@@ -114,7 +143,8 @@ type Exec struct {
 	Allow []string
 }
 
-// Limits are resource limits; zero means the built-in default.
+// Limits are resource limits. Load always sets every one (from the file or
+// the built-in defaults); Validate rejects zero or negative values.
 type Limits struct {
 	Memory    int64         // bytes of memory (cgroup memory.max, else RLIMIT_DATA)
 	Processes int           // tasks (cgroup pids.max, else RLIMIT_NPROC)
@@ -129,7 +159,8 @@ type Limits struct {
 // Env is the environment allowlist.
 type Env struct {
 	// Allow lists variable names (or NAME_* prefixes) passed from the
-	// launcher's environment. Everything else is dropped.
+	// launcher's environment. Everything else is dropped, and so are
+	// forbidden names even when a prefix matches them (see [Env.Allows]).
 	Allow []string
 	// Set lists variables set to fixed values inside the sandbox.
 	Set map[string]string
