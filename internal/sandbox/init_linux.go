@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -79,12 +78,11 @@ func runInit() int {
 	signal.Notify(sigs, append(forward, syscall.SIGCHLD)...)
 
 	ctlf := os.NewFile(fdCtl, "ctl")
-	cmd, err := startExecStage(&cfg, ctlf, logf)
+	child, err := startExecStage(&cfg, ctlf, logf)
 	if err != nil {
 		return fail("", err)
 	}
 	ctlf.Close()
-	child := cmd.Process.Pid
 	log.Debug("agent started", "pid", child)
 
 	for sig := range sigs {
@@ -381,21 +379,19 @@ func openListeners(specs []ListenSpec) ([]int, error) {
 // user namespace where the init's uid 0 appears as AgentUID. The agent
 // thus owns what the init created (HOME, /tmp) but holds no capability
 // over the init's namespaces: it cannot mount, unmount or reconfigure lo.
-func startExecStage(cfg *initConfig, ctlf, logf *os.File) (*exec.Cmd, error) {
+func startExecStage(cfg *initConfig, ctlf, logf *os.File) (int, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("create exec config pipe: %w", err)
+		return 0, fmt.Errorf("create exec config pipe: %w", err)
 	}
 	defer r.Close()
-	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
-		Args:       []string{"enclave", argExec},
-		Env:        []string{},
-		Stdin:      os.Stdin,
-		Stdout:     os.Stdout,
-		Stderr:     os.Stderr,
-		ExtraFiles: []*os.File{r, ctlf, logf},
-		SysProcAttr: &syscall.SysProcAttr{
+	// syscall.StartProcess, not os/exec: os/exec forks a throwaway child
+	// once per process to probe pidfd support, a cost on every sandbox
+	// start, and the init reaps with wait4 itself anyway.
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{"enclave", argExec}, &syscall.ProcAttr{
+		Env:   []string{},
+		Files: []uintptr{0, 1, 2, r.Fd(), ctlf.Fd(), logf.Fd()},
+		Sys: &syscall.SysProcAttr{
 			Cloneflags:  syscall.CLONE_NEWUSER,
 			UidMappings: []syscall.SysProcIDMap{{ContainerID: AgentUID, HostID: 0, Size: 1}},
 			GidMappings: []syscall.SysProcIDMap{{ContainerID: AgentGID, HostID: 0, Size: 1}},
@@ -407,16 +403,16 @@ func startExecStage(cfg *initConfig, ctlf, logf *os.File) (*exec.Cmd, error) {
 			Ctty:        0,
 			Pdeathsig:   syscall.SIGKILL,
 		},
-	}
-	if err := cmd.Start(); err != nil {
+	})
+	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("start exec stage: %w", err)
+		return 0, fmt.Errorf("start exec stage: %w", err)
 	}
 	err = json.NewEncoder(w).Encode(&cfg.Exec)
 	w.Close()
 	if err != nil {
-		cmd.Process.Kill()
-		return nil, fmt.Errorf("send exec config: %w", err)
+		unix.Kill(pid, unix.SIGKILL)
+		return 0, fmt.Errorf("send exec config: %w", err)
 	}
-	return cmd, nil
+	return pid, nil
 }

@@ -23,6 +23,11 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "__sandbox-testprobe" {
 		os.Exit(runTestProbe(os.Args[2:]))
 	}
+	if len(os.Args) > 3 && os.Args[1] == "__sandbox-testrun" {
+		// bench/sandbox.sh: one `enclave run`-like start of os.Args[3:]
+		// with the workspace os.Args[2] at /work.
+		os.Exit(testRun(os.Args[2], os.Args[3:]))
+	}
 	os.Exit(m.Run())
 }
 
@@ -168,6 +173,25 @@ func (e *env) read(name string) string {
 		return ""
 	}
 	return string(b)
+}
+
+func testRun(ws string, argv []string) int {
+	s, err := Start(context.Background(), &Config{
+		Argv:   argv,
+		Env:    []string{"PATH=/usr/bin:/bin", "HOME=/home/agent"},
+		Mounts: []Mount{{Source: ws, Target: "/work", Writable: true}},
+		Dir:    "/work",
+		Stdin:  os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 125
+	}
+	code, err := s.Wait()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	return code
 }
 
 // runTestProbe is the in-sandbox half of tests that need raw system calls.
