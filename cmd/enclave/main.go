@@ -7,8 +7,12 @@ import (
 	"os"
 
 	"github.com/enclave-dev/enclave/internal/cli"
+	"github.com/enclave-dev/enclave/internal/sandbox"
 )
 
 func main() {
+	// The sandbox's init and exec stages are this binary re-executed;
+	// they must run before anything else.
+	sandbox.MaybeRunInternal()
 	os.Exit(cli.Main(context.Background(), os.Args[1:]))
 }

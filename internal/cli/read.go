@@ -1,0 +1,308 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/enclave-dev/enclave/internal/audit"
+	"github.com/enclave-dev/enclave/internal/store"
+	"github.com/enclave-dev/enclave/internal/workspace"
+)
+
+func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("sessions", "sessions [flags]", "Sessions lists sessions, newest first.", "    enclave sessions\n    enclave sessions --state running --json")
+	jsonOut := fs.Bool("json", false, "print JSON, one session object per line")
+	state := fs.String("state", "", "only sessions in `state` (running, exited, failed)")
+	limit := fs.Int("n", 50, "show at most `n` sessions (0: all)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("sessions takes no arguments")
+	}
+	st, err := e.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	list, err := st.store.ListSessions(ctx, store.SessionFilter{State: *state, Limit: *limit})
+	if err != nil {
+		return err
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(e.Stdout)
+		for _, s := range list {
+			if err := enc.Encode(sessionJSON(s)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(e.Stderr, "enclave: no sessions yet; try: enclave demo")
+		return nil
+	}
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SESSION\tSTARTED\tSTATE\tEXIT\tBLOCKED\tFILES\tOUT\tCOMMAND")
+	for _, s := range list {
+		exit := "-"
+		if s.ExitCode != nil {
+			exit = fmt.Sprint(*s.ExitCode)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.ID, s.Started.Local().Format("2006-01-02 15:04"),
+			s.State, exit, s.Blocked, s.FilesChanged, humanBytes(s.BytesUp), clip(strings.Join(s.Command, " "), 48))
+	}
+	return tw.Flush()
+}
+
+func sessionJSON(s *store.Session) map[string]any {
+	m := map[string]any{
+		"id": s.ID, "user": s.User, "command": s.Command, "dir": s.Dir, "workspace": s.Workspace,
+		"branch": s.Branch, "base": s.BaseCommit, "policy": s.PolicySource, "policy_sha256": s.PolicyHash,
+		"profile": s.Profile, "started": s.Started, "state": s.State, "blocked": s.Blocked,
+		"bytes_up": s.BytesUp, "bytes_down": s.BytesDown, "files_changed": s.FilesChanged,
+	}
+	if s.Ended != nil {
+		m["ended"] = *s.Ended
+	}
+	if s.ExitCode != nil {
+		m["exit_code"] = *s.ExitCode
+	}
+	return m
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// resolveSession turns "last" or an id prefix into a session.
+func resolveSession(ctx context.Context, st store.Store, arg string) (*store.Session, error) {
+	if arg == "last" {
+		list, err := st.ListSessions(ctx, store.SessionFilter{Limit: 1})
+		if err != nil {
+			return nil, err
+		}
+		if len(list) == 0 {
+			return nil, withHint(errors.New("there are no sessions yet"), "run one: enclave demo")
+		}
+		return list[0], nil
+	}
+	s, err := st.GetSession(ctx, arg)
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	// Accept a unique suffix or prefix, as people copy the random part.
+	list, lerr := st.ListSessions(ctx, store.SessionFilter{})
+	if lerr != nil {
+		return nil, lerr
+	}
+	var found []*store.Session
+	for _, s := range list {
+		if strings.HasPrefix(s.ID, arg) || strings.HasSuffix(s.ID, arg) {
+			found = append(found, s)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return nil, withHint(fmt.Errorf("no session %q", arg), "list them: enclave sessions")
+	}
+	return nil, fmt.Errorf("%q matches %d sessions; give more of the id", arg, len(found))
+}
+
+func (e *Env) logCmd(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("log", "log [flags] SESSION", `Log prints the timeline of one session from the audit log: its start, every
+exec, egress flow and DNS query with the decision and reason, and its end.
+SESSION is an id, a unique part of one, or "last".`, "    enclave log last\n    enclave log --json s-20261124-150405-a1b2c3")
+	jsonOut := fs.Bool("json", false, "print the events as JSON Lines")
+	kind := fs.String("kind", "", "only events of `kind` (exec, egress, dns, ...)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("log takes one SESSION")
+	}
+	st, err := e.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(e.Stdout)
+	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
+	if !*jsonOut {
+		fmt.Fprintf(e.Stdout, "session %s: %s\n", s.ID, strings.Join(s.Command, " "))
+	}
+	err = st.store.Records(ctx, store.Filter{Session: s.ID, Kinds: kinds(*kind)}, func(r store.Record) error {
+		_, ev, err := audit.ParseLeaf(r.Data)
+		if err != nil {
+			return fmt.Errorf("audit record %d: %w", r.Seq, err)
+		}
+		if *jsonOut {
+			return enc.Encode(map[string]any{"seq": r.Seq, "time": ev.Time, "session": ev.Session, "kind": ev.Kind,
+				"actor": ev.Actor, "decision": ev.Decision, "data": ev.Data})
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", ev.Time.Local().Format("15:04:05.000"), r.Seq, ev.Kind, ev.Decision, describeEvent(ev))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+// describeEvent is the one-line form of an event for the timeline.
+func describeEvent(ev audit.Event) string {
+	var d map[string]any
+	_ = json.Unmarshal(ev.Data, &d)
+	str := func(k string) string {
+		if v, ok := d[k]; ok && v != nil {
+			switch v := v.(type) {
+			case string:
+				return v
+			case float64:
+				return fmt.Sprint(int64(v))
+			default:
+				b, _ := json.Marshal(v)
+				return string(b)
+			}
+		}
+		return ""
+	}
+	switch ev.Kind {
+	case "session.start":
+		pol, _ := d["policy"].(map[string]any)
+		return fmt.Sprintf("%s ran %s (policy %v %.12v, profile %v)", str("user"), argvString(d["command"]), pol["source"], pol["sha256"], pol["profile"])
+	case "workspace":
+		return fmt.Sprintf("copy of %s on %s, base %.12s", str("source"), str("branch"), str("base"))
+	case "sandbox":
+		return fmt.Sprintf("host uid %s, landlock ABI %s, seccomp %s, exec record %s, limits %s, degraded %s",
+			str("HostUID"), str("Landlock"), str("Seccomp"), str("ExecRecord"), str("Limits"), str("Degraded"))
+	case "exec":
+		return argvString(d["argv"])
+	case "egress":
+		s := fmt.Sprintf("%s %s:%s%s", str("method"), str("host"), str("port"), str("path"))
+		if ev.Decision == "deny" {
+			s += ": " + str("reason")
+		}
+		return s
+	case "egress.end":
+		s := fmt.Sprintf("%s:%s %s up, %s down, %sms", str("host"), str("port"), str("bytes_up"), str("bytes_down"), str("duration_ms"))
+		if e := str("error"); e != "" {
+			s += ", " + e
+		}
+		return s
+	case "dns":
+		return fmt.Sprintf("%s %s: %s", str("type"), str("name"), str("reason"))
+	case "diff":
+		files, _ := d["files"].([]any)
+		return fmt.Sprintf("%d files changed, head %s", len(files), clip(str("head"), 12))
+	case "session.end":
+		s := fmt.Sprintf("exit %s after %sms, %s blocked, %s bytes out", str("exit_code"), str("duration_ms"), str("blocked"), str("bytes_up"))
+		if e := str("error"); e != "" {
+			s += ": " + e
+		}
+		return s
+	}
+	return clip(string(ev.Data), 120)
+}
+
+func argvString(v any) string {
+	list, _ := v.([]any)
+	var parts []string
+	for _, a := range list {
+		s := fmt.Sprint(a)
+		if strings.ContainsAny(s, " \t\"'") || s == "" {
+			b, _ := json.Marshal(s)
+			s = string(b)
+		}
+		parts = append(parts, s)
+	}
+	return clip(strings.Join(parts, " "), 160)
+}
+
+func (e *Env) diffCmd(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("diff", "diff [flags] SESSION", `Diff prints what the agent changed against the session's base commit, as a
+unified diff computed by enclave in its own repository (never with the
+agent's git configuration). SESSION is an id, a unique part of one, or "last".`, "    enclave diff last\n    enclave diff --stat last")
+	stat := fs.Bool("stat", false, "print changed files with line counts only")
+	jsonOut := fs.Bool("json", false, "print the change summary as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("diff takes one SESSION")
+	}
+	st, err := e.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	ws, err := workspace.Open(filepath.Join(st.dir, "sessions", s.ID), nil)
+	if err != nil {
+		return fmt.Errorf("open workspace of %s: %w", s.ID, err)
+	}
+	c, err := ws.LastChange()
+	if err != nil {
+		if s.State == store.StateRunning {
+			return fmt.Errorf("session %s is still running; its change is recorded when the agent exits", s.ID)
+		}
+		return fmt.Errorf("change of %s: %w", s.ID, err)
+	}
+	switch {
+	case *jsonOut:
+		enc := json.NewEncoder(e.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(c)
+	case *stat:
+		return writeStat(e.Stdout, c)
+	}
+	return c.Patch(ctx, workspace.TerminalSafe(e.Stdout))
+}
+
+func writeStat(w io.Writer, c *workspace.Change) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	for _, f := range c.Files {
+		name := f.Path
+		if f.OldPath != "" {
+			name = f.OldPath + " => " + f.Path
+		}
+		counts := fmt.Sprintf("+%d -%d", f.Added, f.Deleted)
+		if f.Binary {
+			counts = "binary"
+		}
+		fmt.Fprintf(tw, " %s\t%s\t%s\n", f.Status, name, counts)
+	}
+	fmt.Fprintf(tw, " %d files changed, %d insertions(+), %d deletions(-)\n", len(c.Files), c.Insertions, c.Deletions)
+	return tw.Flush()
+}
+
+var _ = time.Second
+
+func kinds(k string) []string {
+	if k == "" {
+		return nil
+	}
+	return strings.Split(k, ",")
+}

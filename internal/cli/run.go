@@ -1,0 +1,384 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/enclave-dev/enclave/internal/policy"
+	"github.com/enclave-dev/enclave/internal/sandbox"
+	"github.com/enclave-dev/enclave/internal/session"
+	"github.com/enclave-dev/enclave/internal/store"
+	"github.com/enclave-dev/enclave/internal/workspace"
+)
+
+const runAbout = `Run starts COMMAND as an agent in a new session. The agent works in a copy
+of the current repository (or directory) on branch enclave/SESSION, inside a
+sandbox that sees the system directories read-only, its workspace, a fresh
+HOME and nothing else of the host. It reaches the network only through
+enclave's egress proxy, which allows the hosts the policy names. Every exec,
+flow and DNS query is written to the audit log before it happens.
+
+The policy is --policy FILE, else enclave.yaml in the current directory,
+else the built-in defaults (no network at all). Flags add to the profile for
+this run only. Enclave prints the session id when the session starts and a
+summary when the agent exits; the exit code is the agent's.`
+
+const runExamples = `    enclave run -- claude
+    enclave run --allow-host registry.example.com -- npm install
+    enclave run --ro ~/go/pkg/mod --pass GOFLAGS -- go test ./...
+    enclave run --profile strict --policy team.yaml -- codex exec "fix the build"`
+
+// runFlags are the flags shared by run and demo.
+type runFlags struct {
+	policyPath, profile onceString
+	ro, rw, allowHost   listFlag
+	pass, setEnv        listFlag
+	degrade             listFlag
+	tty                 onceString
+	quiet, trustPolicy  bool
+}
+
+func (f *runFlags) register(fs *flag.FlagSet) {
+	fs.Var(&f.policyPath, "policy", "policy `file` (default: ./enclave.yaml, else built-in)")
+	fs.Var(&f.profile, "profile", "policy profile `name` (default: the policy's profile)")
+	fs.Var(&f.ro, "ro", "also mount host `path[:inside]` read-only (repeatable)")
+	fs.Var(&f.rw, "rw", "also mount host `path[:inside]` read-write (repeatable)")
+	fs.Var(&f.allowHost, "allow-host", "also allow egress to `host[:port]` (repeatable; port default 443 and 80)")
+	fs.Var(&f.pass, "pass", "pass the launcher's variable `NAME` into the sandbox (repeatable)")
+	fs.Var(&f.setEnv, "env", "set `NAME=value` inside the sandbox (repeatable)")
+	fs.Var(&f.degrade, "degrade", "run without protection `layer` (landlock, seccomp, cgroups) if this kernel lacks it")
+	fs.Var(&f.tty, "tty", "give the agent a terminal: auto, always or never")
+	fs.BoolVar(&f.quiet, "q", false, "print no session banner and summary")
+	fs.BoolVar(&f.trustPolicy, "trust-policy", false, "trust the repository's enclave.yaml as it is now (asked once per content)")
+}
+
+func (e *Env) runCmd(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("run", "run [flags] -- COMMAND [ARG...]", runAbout, runExamples)
+	var f runFlags
+	f.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		return usagef("run: name the agent command, e.g. enclave run -- claude")
+	}
+	res, err := e.runSession(ctx, &f, argv, nil)
+	if err != nil {
+		return err
+	}
+	if res.ExitCode != 0 {
+		return &exitError{res.ExitCode}
+	}
+	return nil
+}
+
+// runSession loads the policy, applies the flags and runs one session,
+// printing the banner and summary to stderr.
+func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak func(*policy.Profile)) (*session.Result, error) {
+	dir, err := e.dir()
+	if err != nil {
+		return nil, err
+	}
+	pol, err := policy.LoadFor(dir, f.policyPath.val)
+	if err != nil {
+		return nil, err
+	}
+	name := f.profile.val
+	if name == "" {
+		name = pol.DefaultProfile
+	}
+	prof, err := pol.Profile(name)
+	if err != nil {
+		return nil, err
+	}
+	stateDir, err := e.stateDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := prof.CheckHostPaths(pol.Source, realPath(dir), realPath(stateDir)); err != nil {
+		return nil, err
+	}
+	if f.policyPath.val == "" && pol.Source != policy.SourceBuiltin {
+		// A repository's own enclave.yaml arrives with a clone: it is
+		// the repository author's wish, not the user's. What it opens
+		// beyond the defaults needs the user's word once per content.
+		if err := e.trustRepoPolicy(stateDir, pol, prof, f.trustPolicy); err != nil {
+			return nil, err
+		}
+	}
+	mounts, err := applyRunFlags(prof, f)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range mounts {
+		if within(realPath(m.Source), realPath(stateDir)) || within(realPath(stateDir), realPath(m.Source)) {
+			return nil, fmt.Errorf("mount %s: it overlaps enclave's state directory %s, which the agent must never reach", m.Source, stateDir)
+		}
+	}
+	if tweak != nil {
+		tweak(prof)
+	}
+	st, err := e.openState(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+
+	stdin, stdout, stderr := fileOr(e.Stdin, os.Stdin), fileOr(e.Stdout, os.Stdout), fileOr(e.Stderr, os.Stderr)
+	tty := false
+	switch f.tty.val {
+	case "", "auto":
+		tty = term.IsTerminal(int(stdin.Fd())) && term.IsTerminal(int(stdout.Fd()))
+	case "always":
+		tty = true
+	case "never":
+	default:
+		return nil, usagef("-tty %q: write auto, always or never", f.tty.val)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	// SIGINT goes to the agent (through the terminal when it has one);
+	// enclave itself keeps running to record the end.
+	signal.Ignore(syscall.SIGINT)
+	defer signal.Reset(syscall.SIGINT)
+
+	started := time.Now()
+	res, err := session.Run(ctx, session.Options{
+		Argv: argv, Dir: dir, User: currentUser(), Policy: pol, Profile: prof,
+		Environ: e.environ(), StateDir: st.dir, Store: st.store, Audit: st.log,
+		Mounts: mounts, Env: f.setEnv,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: tty,
+		Started: func(s *store.Session, ws *workspace.Workspace) {
+			if !f.quiet {
+				e.printBanner(s, ws, pol, prof)
+			}
+		},
+	})
+	if res != nil && !f.quiet {
+		e.printSummary(res, time.Since(started))
+	}
+	if cerr := st.checkpoint(context.WithoutCancel(ctx)); cerr != nil && err == nil {
+		err = fmt.Errorf("sign the audit checkpoint: %w", cerr)
+	}
+	var le *sandbox.LayerError
+	if errors.As(err, &le) {
+		return res, withHint(err, "run \"enclave doctor\" to see which layers this machine has; --degrade "+le.Layer+" runs without it, if you accept that")
+	}
+	return res, err
+}
+
+// applyRunFlags adds the command line's additions to the profile.
+func applyRunFlags(prof *policy.Profile, f *runFlags) ([]sandbox.Mount, error) {
+	var mounts []sandbox.Mount
+	for _, l := range []struct {
+		vals []string
+		rw   bool
+	}{{f.ro, false}, {f.rw, true}} {
+		for _, v := range l.vals {
+			src, dst, _ := strings.Cut(v, ":")
+			src = expandHome(src)
+			abs, err := filepath.Abs(src)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := os.Stat(abs); err != nil {
+				return nil, fmt.Errorf("mount %s: %w", v, err)
+			}
+			if dst == "" {
+				dst = abs
+			}
+			mounts = append(mounts, sandbox.Mount{Source: abs, Target: filepath.Clean(dst), Writable: l.rw})
+		}
+	}
+	for _, h := range f.allowHost {
+		rule := policy.HostRule{Host: h}
+		if host, port, ok := strings.Cut(h, ":"); ok && !strings.Contains(port, ":") {
+			p, err := strconv.Atoi(port)
+			if err != nil || p < 1 || p > 65535 {
+				return nil, usagef("-allow-host %q: the port must be a number from 1 to 65535", h)
+			}
+			rule = policy.HostRule{Host: host, Ports: []int{p}}
+		}
+		prof.Network.Allow = append([]policy.HostRule{rule}, prof.Network.Allow...)
+	}
+	prof.Env.Allow = append(prof.Env.Allow, f.pass...)
+	for _, kv := range f.setEnv {
+		name, _, ok := strings.Cut(kv, "=")
+		if !ok || name == "" {
+			return nil, usagef("-env %q: write NAME=value", kv)
+		}
+	}
+	prof.Degrade = append(prof.Degrade, f.degrade...)
+	return mounts, nil
+}
+
+func expandHome(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		if h, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(h, p[1:])
+		}
+	}
+	return p
+}
+
+func fileOr(x any, def *os.File) *os.File {
+	if f, ok := x.(*os.File); ok {
+		return f
+	}
+	return def
+}
+
+func currentUser() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(os.Getuid())
+}
+
+func (e *Env) printBanner(s *store.Session, ws *workspace.Workspace, pol *policy.Policy, prof *policy.Profile) {
+	w := e.Stderr
+	src := pol.Source
+	if pol.Hash != "" && len(pol.Hash) >= 12 {
+		src += " " + pol.Hash[:12]
+	}
+	fmt.Fprintf(w, "enclave: session %s started\n", s.ID)
+	fmt.Fprintf(w, "enclave:   workspace %s (copy of %s, branch %s)\n", session.WorkspaceDir, ws.Source, ws.Branch)
+	fmt.Fprintf(w, "enclave:   policy %s, profile %s; network: %s\n", src, prof.Name, describeNetwork(&prof.Network))
+	for _, warn := range ws.Warnings {
+		fmt.Fprintf(w, "enclave: warning: %s\n", warn)
+	}
+}
+
+func describeNetwork(n *policy.Network) string {
+	if len(n.Allow) == 0 {
+		return "nothing allowed"
+	}
+	var hosts []string
+	for _, r := range n.Allow {
+		hosts = append(hosts, r.Host)
+	}
+	if len(hosts) > 4 {
+		hosts = append(hosts[:4], fmt.Sprintf("and %d more", len(hosts)-4))
+	}
+	return "only " + strings.Join(hosts, ", ")
+}
+
+func (e *Env) printSummary(res *session.Result, took time.Duration) {
+	w := e.Stderr
+	s := res.Session
+	fmt.Fprintf(w, "enclave: session %s ended: exit %d after %s\n", s.ID, res.ExitCode, took.Round(10*time.Millisecond))
+	if len(res.Blocked) == 0 {
+		fmt.Fprintf(w, "enclave:   blocked: nothing\n")
+	} else {
+		fmt.Fprintf(w, "enclave:   blocked: %d\n", s.Blocked)
+		// Resolvers retry; show each distinct attempt once, with a count.
+		type key struct{ kind, what string }
+		var order []key
+		count := map[key]int{}
+		reason := map[key]string{}
+		for _, b := range res.Blocked {
+			k := key{b.Kind, b.What}
+			if count[k] == 0 {
+				order = append(order, k)
+				reason[k] = b.Reason
+			}
+			count[k]++
+		}
+		for i, k := range order {
+			if i == 6 {
+				fmt.Fprintf(w, "enclave:     ... and more: enclave log %s\n", s.ID)
+				break
+			}
+			times := ""
+			if count[k] > 1 {
+				times = fmt.Sprintf(" (%d times)", count[k])
+			}
+			fmt.Fprintf(w, "enclave:     %-6s %s%s: %s\n", k.kind, k.what, times, reason[k])
+		}
+	}
+	fmt.Fprintf(w, "enclave:   egress: %d flows, %s out, %s in\n", res.Flows, humanBytes(s.BytesUp), humanBytes(s.BytesDown))
+	if res.Change != nil {
+		c := res.Change
+		fmt.Fprintf(w, "enclave:   files changed: %d (+%d -%d); see: enclave diff %s\n", len(c.Files), c.Insertions, c.Deletions, s.ID)
+	}
+	if len(res.Status.Degraded) > 0 {
+		fmt.Fprintf(w, "enclave:   warning: ran without %s\n", strings.Join(res.Status.Degraded, ", "))
+	}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+var _ io.Writer = (*os.File)(nil)
+
+// trustRepoPolicy checks that the user accepted what a repository's policy
+// file grants, recording the acceptance by the file's hash.
+func (e *Env) trustRepoPolicy(stateDir string, pol *policy.Policy, prof *policy.Profile, accept bool) error {
+	grants := prof.Grants()
+	if len(grants) == 0 {
+		return nil
+	}
+	path := filepath.Join(stateDir, "trusted-policies")
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if h, _, _ := strings.Cut(line, " "); h == pol.Hash {
+			return nil
+		}
+	}
+	if !accept {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s (sha256 %s) grants the agent more than the defaults:", pol.Source, clip(pol.Hash, 12))
+		for _, g := range grants {
+			fmt.Fprintf(&b, "\n    %s", g)
+		}
+		return withHint(errors.New(b.String()), "read it, then run again with --trust-policy to trust this exact content (any edit asks again)")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f, "%s %s\n", pol.Hash, pol.Source)
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.Stderr, "enclave: trusted %s (sha256 %s)\n", pol.Source, clip(pol.Hash, 12))
+	return nil
+}
+
+func realPath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return filepath.Clean(p)
+}
+
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}

@@ -1,0 +1,509 @@
+// Package session runs one agent session end to end: it records the start,
+// prepares the workspace copy, starts the egress proxy and the sandbox,
+// records every exec and flow, and when the agent exits snapshots the change
+// and records the end.
+//
+// It is the executor seam: today sessions run in a local Linux sandbox; a
+// Kubernetes executor would replace the sandbox and proxy wiring here while
+// keeping the same record.
+//
+// # Fail closed
+//
+// Every event that must be recorded is appended to the audit log and
+// acknowledged as durable before the action it describes goes ahead: the
+// session does not start if its start cannot be recorded, an exec fails with
+// EPERM if it cannot be recorded, and a flow is refused if it cannot be
+// recorded. If the audit log fails mid-session the sandbox is killed.
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/enclave-dev/enclave/internal/audit"
+	"github.com/enclave-dev/enclave/internal/egress"
+	"github.com/enclave-dev/enclave/internal/policy"
+	"github.com/enclave-dev/enclave/internal/sandbox"
+	"github.com/enclave-dev/enclave/internal/store"
+	"github.com/enclave-dev/enclave/internal/workspace"
+)
+
+// Inside paths and addresses of every session.
+const (
+	WorkspaceDir = "/workspace"
+	HomeDir      = "/home/agent"
+	ProxyAddr    = "127.0.0.1:3128"
+	DNSAddr      = "127.0.0.1:53"
+	objectsDir   = "/run/enclave/objects"
+)
+
+// Listener indexes in the sandbox.Config.
+const (
+	lnProxy = iota
+	lnDNSUDP
+	lnDNSTCP
+)
+
+// AuditLog is what a session needs of the audit log: durable appends.
+type AuditLog interface {
+	Append(ctx context.Context, ev audit.Event) (audit.Entry, error)
+}
+
+// Options describe one session.
+type Options struct {
+	// Argv is the agent command.
+	Argv []string
+	// Dir is where the user ran enclave: the repository or directory the
+	// agent gets a copy of.
+	Dir string
+	// User is the human who started the session.
+	User    string
+	Policy  *policy.Policy
+	Profile *policy.Profile
+	// Environ is the launcher's environment; only what the profile's env
+	// allowlist names reaches the agent.
+	Environ []string
+	// StateDir holds session directories (StateDir/sessions/ID).
+	StateDir string
+	Store    store.Store
+	Audit    AuditLog
+	// Mounts are extra mounts from the command line, after the profile's.
+	Mounts []sandbox.Mount
+	// Env are extra NAME=value entries from the command line.
+	Env []string
+
+	Stdin, Stdout, Stderr *os.File
+	TTY                   bool
+
+	// Started, if set, is called with the session once it is recorded and
+	// its workspace is ready, before the agent starts.
+	Started func(*store.Session, *workspace.Workspace)
+	Logger  *slog.Logger
+}
+
+// Blocked is one action the policy refused.
+type Blocked struct {
+	Kind   string // "egress", "dns", "exec"
+	What   string // e.g. "POST exfil.example.com:80/upload"
+	Reason string
+}
+
+// Result is what a finished session reports.
+type Result struct {
+	Session  *store.Session
+	ExitCode int
+	Change   *workspace.Change
+	Blocked  []Blocked
+	Flows    int
+	Status   sandbox.Status
+	Duration time.Duration
+}
+
+// Run runs one session. It returns an error only when the session could
+// not run or could not be recorded; the agent's own failure is
+// Result.ExitCode.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if len(o.Argv) == 0 {
+		return nil, errors.New("no agent command given")
+	}
+	prof := o.Profile
+	start := time.Now()
+
+	sess := &store.Session{
+		User:         o.User,
+		Command:      slices.Clone(o.Argv),
+		Dir:          o.Dir,
+		PolicySource: o.Policy.Source,
+		PolicyHash:   o.Policy.Hash,
+		Profile:      prof.Name,
+		Started:      start.UTC(),
+		State:        store.StateRunning,
+	}
+	for range 5 {
+		sess.ID = store.NewSessionID(start)
+		err := o.Store.CreateSession(ctx, sess)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return nil, fmt.Errorf("create session: %w", err)
+		}
+		sess.ID = ""
+	}
+	if sess.ID == "" {
+		return nil, errors.New("create session: could not find a free session id")
+	}
+	log = log.With("session", sess.ID)
+	rec := &recorder{log: o.Audit, session: sess.ID}
+	fail := func(err error) (*Result, error) {
+		now := time.Now().UTC()
+		sess.Ended, sess.State = &now, store.StateFailed
+		_ = rec.append(context.WithoutCancel(ctx), "session.end", "", "enclave", map[string]any{
+			"error": err.Error(), "state": store.StateFailed,
+		})
+		_ = o.Store.UpdateSession(context.WithoutCancel(ctx), sess)
+		return nil, err
+	}
+
+	_, dropped := prof.Env.Filter(o.Environ)
+	if err := rec.append(ctx, "session.start", "allow", o.User, map[string]any{
+		"user": o.User, "command": o.Argv, "dir": o.Dir,
+		"policy":      map[string]any{"source": o.Policy.Source, "sha256": o.Policy.Hash, "profile": prof.Name},
+		"env_dropped": dropped,
+	}); err != nil {
+		return fail(fmt.Errorf("record session start (the session is not run unrecorded): %w", err))
+	}
+
+	ws, err := workspace.Prepare(ctx, workspace.PrepareOptions{
+		Source:  o.Dir,
+		Dir:     filepath.Join(o.StateDir, "sessions", sess.ID),
+		Session: sess.ID,
+		Hidden:  prof.Filesystem.Hidden,
+		Logger:  log,
+	})
+	if err != nil {
+		return fail(fmt.Errorf("prepare workspace: %w", err))
+	}
+	sess.Workspace, sess.Branch, sess.BaseCommit = ws.Copy, ws.Branch, ws.Base
+	if err := o.Store.UpdateSession(ctx, sess); err != nil {
+		return fail(fmt.Errorf("update session: %w", err))
+	}
+	if err := rec.append(ctx, "workspace", "", "enclave", map[string]any{
+		"source": ws.Source, "git": ws.Git, "branch": ws.Branch, "base": ws.Base,
+		"user_head": ws.UserHead, "hidden": ws.Hidden, "warnings": ws.Warnings,
+	}); err != nil {
+		return fail(err)
+	}
+
+	cfg, err := sandboxConfig(o, ws, rec, log)
+	if err != nil {
+		return fail(err)
+	}
+	if os.Geteuid() == 0 {
+		uid, gid, err := sandbox.HostIDs()
+		if err != nil {
+			return fail(err)
+		}
+		if err := ws.Chown(ctx, uid, gid); err != nil {
+			return fail(fmt.Errorf("hand the workspace to the sandbox user: %w", err))
+		}
+	}
+
+	proxy, err := egress.New(egress.Config{
+		Network:    &prof.Network,
+		Recorder:   rec,
+		ByteBudget: prof.Network.ByteBudget,
+		Logger:     log.With("part", "egress"),
+	})
+	if err != nil {
+		return fail(fmt.Errorf("start egress proxy: %w", err))
+	}
+	defer proxy.Close()
+
+	if o.Started != nil {
+		o.Started(sess, ws)
+	}
+	sb, err := sandbox.Start(ctx, cfg)
+	if err != nil {
+		return fail(fmt.Errorf("start sandbox: %w", err))
+	}
+	rec.kill = func() { _ = sb.Signal(killSignal) }
+	go proxy.Serve(sb.Listener(lnProxy))
+	go proxy.ServeDNS(sb.PacketConn(lnDNSUDP))
+	go proxy.ServeDNSTCP(sb.Listener(lnDNSTCP))
+
+	status := sb.Status()
+	if err := rec.append(ctx, "sandbox", "", "enclave", status); err != nil {
+		_ = sb.Signal(killSignal)
+		_, _ = sb.Wait()
+		return fail(err)
+	}
+
+	code, waitErr := sb.Wait()
+	_ = proxy.Close()
+	end := time.Now()
+
+	res := &Result{Session: sess, ExitCode: code, Status: status, Duration: end.Sub(start)}
+	up, down, allowed, denied := proxy.Stats()
+	res.Flows = int(allowed + denied)
+	res.Blocked = rec.blocked()
+
+	// Snapshot only once every process of the sandbox is gone (Wait
+	// guarantees it): from here the copy is untrusted data at rest.
+	ectx := context.WithoutCancel(ctx)
+	change, snapErr := ws.Snapshot(ectx)
+	if snapErr == nil {
+		res.Change = change
+		sess.FilesChanged = len(change.Files)
+		if err := rec.append(ectx, "diff", "", "enclave", diffData(change)); err != nil {
+			return fail(err)
+		}
+	} else {
+		log.Error("snapshot", "err", snapErr)
+	}
+
+	now := end.UTC()
+	sess.Ended, sess.ExitCode = &now, &code
+	sess.State = store.StateExited
+	if waitErr != nil || snapErr != nil || rec.failed() {
+		sess.State = store.StateFailed
+	}
+	sess.Blocked, sess.BytesUp, sess.BytesDown = len(res.Blocked), up, down
+	endData := map[string]any{
+		"exit_code": code, "duration_ms": res.Duration.Milliseconds(), "state": sess.State,
+		"blocked": len(res.Blocked), "bytes_up": up, "bytes_down": down, "flows": res.Flows,
+	}
+	if waitErr != nil {
+		endData["error"] = waitErr.Error()
+	}
+	if snapErr != nil {
+		endData["snapshot_error"] = snapErr.Error()
+	}
+	if err := rec.append(ectx, "session.end", "", "enclave", endData); err != nil {
+		return nil, err
+	}
+	if err := o.Store.UpdateSession(ectx, sess); err != nil {
+		return nil, fmt.Errorf("update session: %w", err)
+	}
+	switch {
+	case snapErr != nil:
+		return res, fmt.Errorf("snapshot the agent's change: %w", snapErr)
+	case waitErr != nil:
+		return res, waitErr
+	case rec.failed():
+		return res, errors.New("the audit log failed during the session; the sandbox was stopped")
+	}
+	return res, nil
+}
+
+func diffData(c *workspace.Change) map[string]any {
+	files := make([]map[string]any, 0, len(c.Files))
+	for _, f := range c.Files {
+		files = append(files, map[string]any{"path": f.Path, "status": f.Status, "added": f.Added, "deleted": f.Deleted})
+	}
+	return map[string]any{"base": c.Base, "head": c.Head, "files": files}
+}
+
+// sandboxConfig maps the profile, workspace and command line onto the
+// sandbox.
+func sandboxConfig(o Options, ws *workspace.Workspace, rec *recorder, log *slog.Logger) (*sandbox.Config, error) {
+	prof := o.Profile
+	mounts := []sandbox.Mount{{Source: ws.Copy, Target: WorkspaceDir, Writable: true}}
+	if len(ws.ReadOnlyPaths) > 0 {
+		// The copy reaches the user's objects through alternates; the host
+		// paths may sit where the sandbox builds its own view (/tmp), so
+		// mount them at fixed inside paths and point the copy's alternates
+		// there. The copy is still enclave's own at this point: the agent
+		// has not run yet.
+		var inside []string
+		for i, p := range ws.ReadOnlyPaths {
+			t := fmt.Sprintf("%s/%d", objectsDir, i)
+			mounts = append(mounts, sandbox.Mount{Source: p, Target: t})
+			inside = append(inside, t)
+		}
+		alt := filepath.Join(ws.Copy, ".git", "objects", "info", "alternates")
+		if err := writeNoFollow(alt, strings.Join(inside, "\n")+"\n"); err != nil {
+			return nil, fmt.Errorf("point the workspace at the shared objects: %w", err)
+		}
+	}
+	for _, p := range prof.Filesystem.ReadOnly {
+		mounts = append(mounts, sandbox.Mount{Source: p, Target: p})
+	}
+	for _, p := range prof.Filesystem.ReadWrite {
+		mounts = append(mounts, sandbox.Mount{Source: p, Target: p, Writable: true})
+	}
+	mounts = append(mounts, o.Mounts...)
+
+	dir := WorkspaceDir
+	if rel, err := filepath.Rel(ws.Copy, ws.Workdir); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+		dir = filepath.Join(WorkspaceDir, rel)
+	}
+
+	env := prof.Env.Environ(o.Environ)
+	proxyURL := "http://" + ProxyAddr
+	env = setEnv(env,
+		"PATH="+defaultPath(),
+		"HOME="+HomeDir, "USER=agent", "LOGNAME=agent", "SHELL=/bin/bash", "TMPDIR=/tmp",
+		"HTTP_PROXY="+proxyURL, "HTTPS_PROXY="+proxyURL, "ALL_PROXY="+proxyURL,
+		"http_proxy="+proxyURL, "https_proxy="+proxyURL, "all_proxy="+proxyURL,
+		"NO_PROXY=", "no_proxy=",
+		"ENCLAVE_SESSION="+ws.Session,
+	)
+	env = setEnv(env, o.Env...)
+
+	l := prof.Limits
+	return &sandbox.Config{
+		Argv:      o.Argv,
+		Dir:       dir,
+		Env:       env,
+		Mounts:    mounts,
+		Home:      HomeDir,
+		ExecAllow: prof.Exec.Allow,
+		Limits: sandbox.Limits{
+			Memory: l.Memory, Processes: l.Processes, CPUTime: l.CPUTime, WallTime: l.WallTime,
+			FileSize: l.FileSize, OpenFiles: l.OpenFiles, TmpSize: l.TmpSize,
+		},
+		Listeners: []sandbox.ListenSpec{
+			lnProxy:  {Network: "tcp", Addr: ProxyAddr},
+			lnDNSUDP: {Network: "udp", Addr: DNSAddr},
+			lnDNSTCP: {Network: "tcp", Addr: DNSAddr},
+		},
+		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
+		TTY:     o.TTY,
+		Degrade: prof.Degrade,
+		OnExec:  rec.exec,
+		Logger:  log.With("part", "sandbox"),
+	}, nil
+}
+
+// defaultPath is the agent's PATH: the usual system directories, plus the
+// Go toolchain where the machine has one under /usr/local.
+func defaultPath() string {
+	p := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	if _, err := os.Stat("/usr/local/go/bin"); err == nil {
+		p += ":/usr/local/go/bin"
+	}
+	return p
+}
+
+// setEnv sets NAME=value entries in env, replacing earlier ones.
+func setEnv(env []string, kvs ...string) []string {
+	for _, kv := range kvs {
+		name, _, _ := strings.Cut(kv, "=")
+		env = slices.DeleteFunc(env, func(e string) bool { return strings.HasPrefix(e, name+"=") })
+		env = append(env, kv)
+	}
+	return env
+}
+
+// writeNoFollow replaces the file at path without following a symlink in
+// its last element.
+func writeNoFollow(path, content string) error {
+	if fi, err := os.Lstat(path); err == nil && !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|oNoFollow, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(f, content); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// recorder turns sandbox and egress events into audit events, keeping the
+// counts the summary needs.
+type recorder struct {
+	log     AuditLog
+	session string
+	kill    func()
+
+	mu     sync.Mutex
+	block  []Blocked
+	nblock int
+	broken bool
+}
+
+const maxBlockedKept = 100
+
+func (r *recorder) append(ctx context.Context, kind, decision, actor string, data any) error {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return fmt.Errorf("encode %s event: %w", kind, err)
+	}
+	_, err = r.log.Append(ctx, audit.Event{Session: r.session, Kind: kind, Actor: actor, Decision: decision, Data: raw})
+	if err != nil {
+		r.mu.Lock()
+		first := !r.broken
+		r.broken = true
+		kill := r.kill
+		r.mu.Unlock()
+		// An unrecordable action is refused by the caller; a log that
+		// cannot record at all ends the session.
+		if first && kill != nil {
+			kill()
+		}
+		return fmt.Errorf("record %s event: %w", kind, err)
+	}
+	return nil
+}
+
+func (r *recorder) failed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.broken
+}
+
+func (r *recorder) blocked() []Blocked {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.block)
+}
+
+func (r *recorder) addBlocked(b Blocked) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.nblock++
+	if len(r.block) < maxBlockedKept {
+		r.block = append(r.block, b)
+	}
+}
+
+func (r *recorder) exec(ev sandbox.ExecEvent) error {
+	return r.append(context.Background(), "exec", "allow", "agent", map[string]any{
+		"pid": ev.PID, "path": ev.Path, "argv": ev.Argv, "cwd": ev.Cwd, "truncated": ev.Truncated,
+	})
+}
+
+func decisionWord(d policy.Decision) string {
+	if d.Allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+func (r *recorder) FlowStart(ctx context.Context, f *egress.Flow) error {
+	if !f.Decision.Allow {
+		what := fmt.Sprintf("%s %s:%d%s", f.Method, f.Host, f.Port, f.Path)
+		r.addBlocked(Blocked{Kind: "egress", What: what, Reason: f.Decision.Reason})
+	}
+	return r.append(ctx, "egress", decisionWord(f.Decision), "agent", map[string]any{
+		"flow": f.ID, "host": f.Host, "port": f.Port, "method": f.Method, "path": f.Path,
+		"scheme": f.Scheme, "rule": f.Decision.Rule, "reason": f.Decision.Reason, "resolved": f.Resolved,
+	})
+}
+
+func (r *recorder) FlowEnd(ctx context.Context, f *egress.Flow) error {
+	return r.append(ctx, "egress.end", "", "enclave", map[string]any{
+		"flow": f.ID, "host": f.Host, "port": f.Port, "addr": f.Addr,
+		"bytes_up": f.BytesUp, "bytes_down": f.BytesDown, "duration_ms": f.Duration.Milliseconds(),
+		"error": f.Err, "partial": f.Partial,
+	})
+}
+
+func (r *recorder) DNSQuery(ctx context.Context, q egress.DNSQuery) error {
+	decision := "allow"
+	if len(q.Answers) == 0 {
+		decision = "deny"
+		r.addBlocked(Blocked{Kind: "dns", What: fmt.Sprintf("%s %s", q.Type, q.Name), Reason: q.Reason})
+	}
+	return r.append(ctx, "dns", decision, "agent", map[string]any{
+		"name": q.Name, "type": q.Type, "rcode": q.Rcode, "answers": q.Answers, "reason": q.Reason, "transport": q.Transport,
+	})
+}

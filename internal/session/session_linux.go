@@ -1,0 +1,11 @@
+package session
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+const oNoFollow = unix.O_NOFOLLOW
+
+var killSignal = syscall.SIGKILL
