@@ -4,10 +4,10 @@ package sandbox
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
 )
 
 // landlockConfigs[i] is Landlock ABI i+1 as go-landlock defines it. ABIs
@@ -32,6 +32,13 @@ var elfInterpreters = []string{"/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aar
 // applyLandlock restricts filesystem access (and, at ABI 6 and above,
 // abstract unix sockets and signals) to mirror the view. Network rights
 // are not handled: the network namespace already holds only loopback.
+//
+// It restricts the calling thread only, on purpose: the exec stage runs
+// locked to one OS thread and executes the agent from it, and only that
+// thread's credentials survive execve. (go-landlock's Restrict syncs all
+// threads, which below ABI 8 means a stop-the-world signal round that was
+// a third of the sandbox's start-up CPU time.) The caller has set
+// no_new_privs on this thread.
 func applyLandlock(cfg *execConfig) (abi int, scoped bool, err error) {
 	abi, err = ll.LandlockGetABIVersion()
 	if err != nil {
@@ -41,50 +48,69 @@ func applyLandlock(cfg *execConfig) (abi int, scoped bool, err error) {
 		return 0, false, fmt.Errorf("kernel has Landlock ABI %d, need at least %d", abi, MinLandlockABI)
 	}
 	base := landlockConfigs[min(abi, len(landlockConfigs))-1]
-	c := landlock.Config{HandledAccessFS: base.HandledAccessFS, Scoped: base.Scoped}
-	handled := uint64(c.HandledAccessFS)
+	attr := ll.RulesetAttr{HandledAccessFS: uint64(base.HandledAccessFS), Scoped: uint64(base.Scoped)}
+	handled := attr.HandledAccessFS
+	ruleset, err := ll.LandlockCreateRuleset(&attr, 0)
+	if err != nil {
+		return 0, false, fmt.Errorf("create landlock ruleset: %w", err)
+	}
+	defer unix.Close(ruleset)
 
 	execAll := uint64(0)
 	if len(cfg.ExecAllow) == 0 {
 		execAll = ll.AccessFSExecute
 	}
-	var rules []landlock.Rule
-	add := func(p string, access uint64) {
-		fi, err := os.Stat(p)
+	add := func(p string, access uint64) error {
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return // not in the view: nothing to grant
+			return nil // not in the view: nothing to grant
 		}
-		if !fi.IsDir() {
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("landlock rule for %s: %w", p, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			access &= llFile
 		}
 		access &= handled
-		if access != 0 {
-			rules = append(rules, landlock.PathAccess(landlock.AccessFSSet(access), p))
+		if access == 0 {
+			return nil
 		}
+		if err := ll.LandlockAddPathBeneathRule(ruleset, &ll.PathBeneathAttr{AllowedAccess: access, ParentFd: fd}, 0); err != nil {
+			return fmt.Errorf("landlock rule for %s: %w", p, err)
+		}
+		return nil
 	}
-	add("/", ll.AccessFSReadDir)
+	type rule struct {
+		path   string
+		access uint64
+	}
+	rules := []rule{{"/", ll.AccessFSReadDir}, {"/proc", llRead | ll.AccessFSWriteFile}, {"/dev", ll.AccessFSReadDir}, {"/dev/pts", llDevFile | ll.AccessFSReadDir}}
 	for _, p := range cfg.RO {
-		add(p, llRead|execAll)
+		rules = append(rules, rule{p, llRead | execAll})
 	}
 	for _, p := range cfg.RW {
-		add(p, llRead|llWrite|execAll)
+		rules = append(rules, rule{p, llRead | llWrite | execAll})
 	}
-	add("/proc", llRead|ll.AccessFSWriteFile)
-	add("/dev", ll.AccessFSReadDir)
 	for _, p := range []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/random", "/dev/urandom"} {
-		add(p, llDevFile)
+		rules = append(rules, rule{p, llDevFile})
 	}
-	add("/dev/pts", llDevFile|ll.AccessFSReadDir)
 	for _, p := range cfg.ExecAllow {
-		add(p, ll.AccessFSExecute)
+		rules = append(rules, rule{p, ll.AccessFSExecute})
 	}
 	if len(cfg.ExecAllow) > 0 {
 		for _, p := range elfInterpreters {
-			add(p, ll.AccessFSExecute)
+			rules = append(rules, rule{p, ll.AccessFSExecute})
 		}
 	}
-	if err := c.Restrict(rules...); err != nil {
-		return 0, false, fmt.Errorf("apply landlock ruleset: %w", err)
+	for _, r := range rules {
+		if err := add(r.path, r.access); err != nil {
+			return 0, false, err
+		}
 	}
-	return abi, c.Scoped != 0, nil
+	if err := ll.LandlockRestrictSelf(ruleset, 0); err != nil {
+		return 0, false, fmt.Errorf("enforce landlock ruleset: %w", err)
+	}
+	return abi, attr.Scoped != 0, nil
 }

@@ -16,8 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// installSeccomp loads the filter on every thread of this process. With
-// notify it returns the user-notification listener, else -1.
+// installSeccomp loads the filter on the calling thread, which must be the
+// locked thread that executes the agent (the filter is inherited across
+// execve and fork from it; other threads of the exec stage run only our
+// code and vanish at execve). With notify it returns the user-notification
+// listener, else -1.
 func installSeccomp(notify bool) (int, error) {
 	prog, err := filterProgram(notify)
 	if err != nil {
@@ -32,20 +35,15 @@ func installSeccomp(notify bool) (int, error) {
 		filter[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
 	}
 	fprog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	// TSYNC applies the filter to every Go thread; TSYNC_ESRCH is what
-	// lets TSYNC be combined with NEW_LISTENER.
-	flags := uintptr(unix.SECCOMP_FILTER_FLAG_TSYNC)
+	flags := uintptr(0)
 	if notify {
-		flags |= unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+		flags |= unix.SECCOMP_FILTER_FLAG_NEW_LISTENER
 	}
 	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&fprog)))
 	if errno != 0 {
 		return -1, fmt.Errorf("install seccomp filter: %w", errno)
 	}
 	if !notify {
-		if r != 0 {
-			return -1, fmt.Errorf("install seccomp filter: thread %d could not be synchronized", r)
-		}
 		return -1, nil
 	}
 	return int(r), nil
