@@ -34,6 +34,7 @@ type Index struct {
 	files     []indexedFile
 	post      map[uint64][]posting
 	identNorm bool
+	common    int // fingerprints dropped as boilerplate
 }
 
 type indexedFile struct {
@@ -58,7 +59,22 @@ func (g *Gateway) buildIndex(files []ClassifiedFile) (*Index, error) {
 		ix.add(f.Path, lv, f.Content)
 		_ = i
 	}
+	ix.dropBoilerplate()
 	return ix, nil
+}
+
+// dropBoilerplate forgets fingerprints shared by many classified files
+// (licence headers, generated preambles, common idioms): they say nothing
+// about which file an excerpt came from and cause false positives, as
+// MOSS ignores code common to all submissions.
+func (ix *Index) dropBoilerplate() {
+	limit := max(3, len(ix.files)/10+1)
+	for h, ps := range ix.post {
+		if len(ps) >= limit {
+			delete(ix.post, h)
+			ix.common++
+		}
+	}
 }
 
 // NewIndex fingerprints files with the given level names, outside a
