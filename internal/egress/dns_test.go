@@ -288,7 +288,9 @@ func TestDNSMalformed(t *testing.T) {
 func TestDNSRecorderFailure(t *testing.T) {
 	n, names := dnsPolicy()
 	s := startDNS(t, n, names)
+	s.rec.mu.Lock()
 	s.rec.DNSErr = func(DNSQuery) error { return errors.New("disk full") }
+	s.rec.mu.Unlock()
 	m := s.exchangeUDP(t, dnsQuery(t, "api.test.", dnsmessage.TypeA))
 	if m == nil || m.RCode != dnsmessage.RCodeServerFailure || len(m.Answers) != 0 {
 		t.Fatalf("answer = %+v, want SERVFAIL with no data when the query cannot be recorded", m)

@@ -579,7 +579,9 @@ func (cc *conn) writeResponse(f *Flow, req *http.Request, resp *http.Response, w
 		cw = httputil.NewChunkedWriter(cc.bw)
 		w = cw
 	}
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	for {
 		g := p.budget.take(int64(len(buf)))
 		if g == 0 {
@@ -615,6 +617,8 @@ func (cc *conn) writeResponse(f *Flow, req *http.Request, resp *http.Response, w
 	}
 	return keep, cc.bw.Flush()
 }
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // hopByHop headers are never forwarded, in either direction.
 var hopByHop = []string{

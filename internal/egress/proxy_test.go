@@ -510,7 +510,9 @@ func TestIdleTunnel(t *testing.T) {
 			}
 			b, err := br.ReadByte()
 			if err != nil || b != byte('a'+i) {
-				t.Fatalf("echo %d = %q, %v", i, b, err)
+				c.Close()
+				time.Sleep(100 * time.Millisecond)
+				t.Fatalf("echo %d = %q, %v; flows %+v", i, b, err, tp.rec.Ends())
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -616,7 +618,9 @@ func TestRecorderFailureDenies(t *testing.T) {
 	up := startUpstream(t)
 	n := &policy.Network{Allow: []policy.HostRule{{Host: "127.0.0.1", Ports: []int{up.Port()}}}}
 	tp := startProxy(t, n, nil, nil)
+	tp.rec.mu.Lock()
 	tp.rec.StartErr = func(*Flow) error { return fmt.Errorf("disk full") }
+	tp.rec.mu.Unlock()
 	for _, raw := range []string{
 		fmt.Sprintf("GET http://127.0.0.1:%d/ HTTP/1.1\r\n\r\n", up.Port()),
 		fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", up.Port()),
