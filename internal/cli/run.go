@@ -150,19 +150,19 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 		return nil, usagef("-tty %q: write auto, always or never", f.tty.val)
 	}
 
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGHUP)
-	defer stop()
-	// SIGINT goes to the agent (through the terminal when it has one);
-	// enclave itself keeps running to record the end.
-	signal.Ignore(syscall.SIGINT)
-	defer signal.Reset(syscall.SIGINT)
+	// Signals go to the agent, which runs in its own session and so does
+	// not get the terminal's; enclave itself keeps running to record the
+	// end. With a terminal in raw mode, ^C reaches the agent as a byte.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
 
 	started := time.Now()
 	res, err := session.Run(ctx, session.Options{
 		Argv: argv, Dir: dir, User: currentUser(), Policy: pol, Profile: prof,
 		Environ: e.environ(), StateDir: st.dir, Store: st.store, Audit: st.log,
 		Mounts: mounts, Env: f.setEnv,
-		Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: tty,
+		Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: tty, Signals: sigs,
 		Started: func(s *store.Session, ws *workspace.Workspace) {
 			if !f.quiet {
 				e.printBanner(s, ws, pol, prof)

@@ -84,6 +84,9 @@ type Options struct {
 
 	Stdin, Stdout, Stderr *os.File
 	TTY                   bool
+	// Signals, if set, are forwarded to the agent while it runs (the
+	// caller subscribes with signal.Notify).
+	Signals <-chan os.Signal
 
 	// Started, if set, is called with the session once it is recorded and
 	// its workspace is ready, before the agent starts.
@@ -222,6 +225,20 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(fmt.Errorf("start sandbox: %w", err))
 	}
 	rec.kill = func() { _ = sb.Signal(killSignal) }
+	stopFwd := make(chan struct{})
+	defer close(stopFwd)
+	if o.Signals != nil {
+		go func() {
+			for {
+				select {
+				case sig := <-o.Signals:
+					_ = sb.Signal(sig)
+				case <-stopFwd:
+					return
+				}
+			}
+		}()
+	}
 	go proxy.Serve(sb.Listener(lnProxy))
 	go proxy.ServeDNS(sb.PacketConn(lnDNSUDP))
 	go proxy.ServeDNSTCP(sb.Listener(lnDNSTCP))
