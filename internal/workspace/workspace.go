@@ -388,7 +388,7 @@ func (w *Workspace) prepareGit(ctx context.Context, src, top string) error {
 		if err := writeFile(attrs, shadowAttributes); err != nil {
 			return err
 		}
-		if _, err := cg("-c", "checkout.workers=0", "checkout", "--quiet", "--no-recurse-submodules", "-b", w.Branch, w.UserHead); err != nil {
+		if _, err := cg("-c", "checkout.workers=1", "checkout", "--quiet", "--no-recurse-submodules", "-b", w.Branch, w.UserHead); err != nil {
 			return err
 		}
 		if err := os.Remove(attrs); err != nil {
