@@ -248,3 +248,27 @@ func TestAgentEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestScanCacheKeepsRecords(t *testing.T) {
+	r := newRig(t, nil)
+	aws := fakeAWSKey(3)
+	long := strings.Repeat("ordinary tool output\n", 40) + "key " + aws + "\n"
+	for i := 0; i < 2; i++ {
+		if status, body, _ := r.call(t, "POST", "/anthropic/v1/messages", anthropicBody("ok-1", false, long), nil); status != 200 {
+			t.Fatalf("%d %s", status, body)
+		}
+		up, _, _ := r.up.last()
+		if strings.Contains(string(up), aws) {
+			t.Fatalf("request %d: secret reached upstream (cached scan)", i)
+		}
+	}
+	n := 0
+	for _, c := range r.rec.all() {
+		if c.Phase == PhaseDecision && len(c.Redactions) == 1 && c.Redactions[0].Count == 1 {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("decision records with the redaction = %d, want 2 (the cached scan must still be recorded)", n)
+	}
+}

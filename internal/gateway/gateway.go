@@ -148,6 +148,9 @@ type Session struct {
 	tokens   atomic.Int64
 	seq      atomic.Int64
 
+	cacheMu sync.Mutex
+	cache   map[[32]byte]*scanResult
+
 	mu       sync.Mutex
 	sentMax  int // highest level index of classified content sent, -1 none
 	sentFrom string
@@ -188,6 +191,7 @@ func (g *Gateway) NewSession(sc SessionConfig) (*Session, error) {
 		bud:     sc.Budget,
 		sentMax: -1,
 		usage:   map[string]*ModelUsage{},
+		cache:   map[[32]byte]*scanResult{},
 	}
 	return s, nil
 }

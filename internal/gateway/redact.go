@@ -242,6 +242,8 @@ type redactor struct {
 
 type literalSecret struct{ value, rule string }
 
+const minLiteralSecret = 8
+
 func (s *Session) newRedactor() *redactor {
 	rd := &redactor{salt: s.salt, found: map[string]*Redaction{}}
 	if !s.g.cfg.DisableRedaction {
@@ -269,8 +271,8 @@ func (rd *redactor) placeholder(rule, sec string) (string, string) {
 func (rd *redactor) redact(s string) (string, bool) {
 	var fs []finding
 	for _, l := range rd.literal {
-		if l.value == "" {
-			continue
+		if len(l.value) < minLiteralSecret {
+			continue // a key this short would redact ordinary words
 		}
 		for off := 0; ; {
 			i := strings.Index(s[off:], l.value)
@@ -319,4 +321,23 @@ func (rd *redactor) list() []Redaction {
 		out = append(out, *rd.found[k])
 	}
 	return out
+}
+
+// fork returns a redactor with the same rules and key but no findings.
+func (rd *redactor) fork() *redactor {
+	return &redactor{rules: rd.rules, salt: rd.salt, literal: rd.literal, found: map[string]*Redaction{}}
+}
+
+// add merges findings from a fork (or a cached scan).
+func (rd *redactor) add(rs []Redaction) {
+	for _, r := range rs {
+		key := r.Rule + "\x00" + r.Hash
+		if e := rd.found[key]; e != nil {
+			e.Count += r.Count
+			continue
+		}
+		c := r
+		rd.found[key] = &c
+		rd.order = append(rd.order, key)
+	}
 }

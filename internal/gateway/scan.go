@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"slices"
 	"strings"
@@ -99,9 +100,9 @@ func (s *Session) inspect(root map[string]any, p *provider) inspection {
 	redactClassified := s.g.cfg.OnClassified == classifiedActionRedact
 	var blocked []string
 	_, changed := Walk(root, func(str string) (string, bool) {
-		out, changed := rd.redact(str)
+		out, changed, matches := s.scanString(rd, str)
 		var spans []Match
-		for _, m := range s.index.Match(out) {
+		for _, m := range matches {
 			h := Hit{Path: m.Path, Level: levels[m.Level], StartLine: m.FileStart, EndLine: m.FileEnd, Matched: m.Matched}
 			switch {
 			case m.Level <= p.clearance:
@@ -172,4 +173,47 @@ func (s *Session) noteSent(level int, from string) {
 	if level > s.sentMax {
 		s.sentMax, s.sentFrom = level, from
 	}
+}
+
+// scanCacheMin is the smallest string worth caching: agents resend the
+// whole conversation every turn, so long strings repeat request after
+// request and their scan result can be reused.
+const (
+	scanCacheMin = 512
+	scanCacheMax = 8192
+)
+
+type scanResult struct {
+	out     string
+	changed bool
+	found   []Redaction // redactions this string produced, Count per occurrence
+	matches []Match
+}
+
+// scanString redacts secrets in str and matches it against the classified
+// files, reusing the result for a string seen before in this session.
+func (s *Session) scanString(rd *redactor, str string) (string, bool, []Match) {
+	if len(str) < scanCacheMin {
+		out, changed := rd.redact(str)
+		return out, changed, s.index.Match(out)
+	}
+	key := sha256.Sum256([]byte(str))
+	s.cacheMu.Lock()
+	r, ok := s.cache[key]
+	s.cacheMu.Unlock()
+	if ok {
+		rd.add(r.found)
+		return r.out, r.changed, r.matches
+	}
+	sub := rd.fork()
+	out, changed := sub.redact(str)
+	r = &scanResult{out: out, changed: changed, found: sub.list(), matches: s.index.Match(out)}
+	rd.add(r.found)
+	s.cacheMu.Lock()
+	if len(s.cache) >= scanCacheMax {
+		clear(s.cache) // crude but bounded; a later turn refills it
+	}
+	s.cache[key] = r
+	s.cacheMu.Unlock()
+	return r.out, r.changed, r.matches
 }

@@ -1,0 +1,287 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// benchUpstream streams n SSE chunks in the OpenAI chat shape, each
+// carrying the time it was written, gap apart; then usage and [DONE].
+func benchUpstream(n int, gap time.Duration) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`"model":"hold"`)) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		if r.URL.Query().Get("plain") != "" || !strings.Contains(r.URL.Path, "chat") {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"id":"c","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fl := w.(http.Flusher)
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(w, "data: {\"t\":%d,\"choices\":[{\"delta\":{\"content\":\"token \"}}]}\n\n", time.Now().UnixNano())
+			fl.Flush()
+			if gap > 0 {
+				time.Sleep(gap)
+			}
+		}
+		io.WriteString(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":8}}\n\ndata: [DONE]\n\n")
+	}))
+}
+
+type nopRecorder struct{}
+
+func (nopRecorder) Record(context.Context, *Call) error { return nil }
+
+// benchGateway serves one session in front of up.
+func benchGateway(tb testing.TB, up *httptest.Server) (*httptest.Server, string) {
+	g, err := New(Config{
+		Environ:   []string{"K=" + realOpenAIKey},
+		Providers: []ProviderConfig{{Name: "o", Family: OpenAI, BaseURL: up.URL + "/v1", KeyEnv: "K", Models: []string{"*"}}},
+	}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := g.NewSession(SessionConfig{ID: "bench", Recorder: nopRecorder{}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	return srv, s.Token()
+}
+
+func benchClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 4096
+	t.DisableCompression = true
+	return &http.Client{Transport: t}
+}
+
+const benchPrompt = `{"model":"m","stream":true,"messages":[{"role":"system","content":"You are a coding agent. Use the tools."},{"role":"user","content":"Create hello.txt with the word hi, then list the directory and report what you did."}]}`
+
+// doStream sends one request and reads the stream; it returns the total
+// time and each chunk's delivery delay (receive time minus the time the
+// upstream wrote it).
+func doStream(c *http.Client, url, token string, body string) (time.Duration, []time.Duration, error) {
+	start := time.Now()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return 0, nil, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	var delays []time.Duration
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadSlice('\n')
+		if i := bytes.Index(line, []byte(`{"t":`)); i >= 0 {
+			j := bytes.IndexByte(line[i+5:], ',')
+			if ns, perr := strconv.ParseInt(string(line[i+5:i+5+j]), 10, 64); perr == nil {
+				delays = append(delays, time.Since(time.Unix(0, ns)))
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	return time.Since(start), delays, nil
+}
+
+func BenchmarkRequest(b *testing.B) {
+	up := benchUpstream(0, 0)
+	defer up.Close()
+	gw, tok := benchGateway(b, up)
+	defer gw.Close()
+	body := strings.Replace(benchPrompt, `"stream":true`, `"stream":false`, 1)
+	for _, tt := range []struct{ name, url string }{
+		{"direct", up.URL + "/v1/chat/completions"},
+		{"gateway", gw.URL + "/openai/v1/chat/completions"},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			c := benchClient()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := doStream(c, tt.url, tok, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkStream(b *testing.B) {
+	const chunks = 50
+	up := benchUpstream(chunks, 0)
+	defer up.Close()
+	gw, tok := benchGateway(b, up)
+	defer gw.Close()
+	for _, tt := range []struct{ name, url string }{
+		{"direct", up.URL + "/v1/chat/completions"},
+		{"gateway", gw.URL + "/openai/v1/chat/completions"},
+	} {
+		b.Run(tt.name, func(b *testing.B) {
+			c := benchClient()
+			for b.Loop() {
+				if _, _, err := doStream(c, tt.url, tok, benchPrompt); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*chunks), "ns/chunk")
+		})
+	}
+}
+
+func BenchmarkInspect(b *testing.B) {
+	g, _ := New(Config{Environ: []string{"K=" + realOpenAIKey}, Providers: []ProviderConfig{{Name: "o", Family: OpenAI, KeyEnv: "K", Models: []string{"*"}}}}, nil)
+	var files []ClassifiedFile
+	for p, src := range goFiles(b, "net/http", 300) {
+		files = append(files, ClassifiedFile{Path: p, Level: "restricted", Content: []byte(src)})
+	}
+	s, _ := g.NewSession(SessionConfig{ID: "b", Recorder: nopRecorder{}, Files: files})
+	// A 50 KB agent request: a long system prompt and tool output.
+	var sb strings.Builder
+	for sb.Len() < 50<<10 {
+		sb.WriteString("Tool output line with some ordinary words and paths /usr/lib/x and numbers 12345.\n")
+	}
+	body := fmt.Sprintf(`{"model":"m","messages":[{"role":"user","content":%q}]}`, sb.String())
+	b.SetBytes(int64(len(body)))
+	b.Run("first", func(b *testing.B) {
+		for b.Loop() {
+			root, _ := decodeBody([]byte(body))
+			clear(s.cache)
+			s.inspect(root, g.providers[0])
+		}
+	})
+	b.Run("repeat", func(b *testing.B) { // the history an agent resends every turn
+		for b.Loop() {
+			root, _ := decodeBody([]byte(body))
+			s.inspect(root, g.providers[0])
+		}
+	})
+}
+
+// TestBenchConcurrency prints added latency (gateway minus direct, same
+// fake upstream) per request and per chunk, p50 and p99, at 1, 100 and
+// 1000 concurrent streams, and memory per open stream. It runs only with
+// ENCLAVE_BENCH=1 (bench/gateway.sh sets it).
+func TestBenchConcurrency(t *testing.T) {
+	if os.Getenv("ENCLAVE_BENCH") == "" {
+		t.Skip("set ENCLAVE_BENCH=1 (bench/gateway.sh) to run")
+	}
+	const chunks, gap = 20, 5 * time.Millisecond
+	up := benchUpstream(chunks, gap)
+	defer up.Close()
+	gw, tok := benchGateway(t, up)
+	defer gw.Close()
+	var out strings.Builder
+	fmt.Fprintf(&out, "streams of %d chunks %v apart; %d CPUs; client, gateway and upstream share them\n", chunks, gap, runtime.NumCPU())
+	fmt.Fprintf(&out, "%-6s %-8s %12s %12s %12s %12s\n", "conc", "path", "req p50", "req p99", "chunk p50", "chunk p99")
+	type res struct{ reqP50, reqP99, chP50, chP99 time.Duration }
+	run := func(conc int, url string) res {
+		c := benchClient()
+		per := max(3, 300/conc)
+		var mu sync.Mutex
+		var reqs, chs []time.Duration
+		var wg sync.WaitGroup
+		for i := 0; i < conc; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := 0; j < per; j++ {
+					d, delays, err := doStream(c, url, tok, benchPrompt)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					reqs = append(reqs, d)
+					chs = append(chs, delays...)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return res{pct(reqs, 50), pct(reqs, 99), pct(chs, 50), pct(chs, 99)}
+	}
+	for _, conc := range []int{1, 100, 1000} {
+		run(min(conc, 50), gw.URL+"/openai/v1/chat/completions") // warm connections
+		d := run(conc, up.URL+"/v1/chat/completions")
+		g := run(conc, gw.URL+"/openai/v1/chat/completions")
+		fmt.Fprintf(&out, "%-6d %-8s %12v %12v %12v %12v\n", conc, "direct", d.reqP50, d.reqP99, d.chP50, d.chP99)
+		fmt.Fprintf(&out, "%-6d %-8s %12v %12v %12v %12v\n", conc, "gateway", g.reqP50, g.reqP99, g.chP50, g.chP99)
+		fmt.Fprintf(&out, "%-6d %-8s %12v %12v %12v %12v\n", conc, "added", g.reqP50-d.reqP50, g.reqP99-d.reqP99, g.chP50-d.chP50, g.chP99-d.chP99)
+	}
+	// Memory per open stream: hold N streams open through the gateway and
+	// through a direct connection; the difference per stream is the
+	// gateway's cost (its goroutines, buffers, upstream connection).
+	const n = 500
+	heldDirect := memPerStream(t, n, up.URL+"/v1/chat/completions", tok)
+	heldGateway := memPerStream(t, n, gw.URL+"/openai/v1/chat/completions", tok)
+	fmt.Fprintf(&out, "memory per open stream (%d held): direct %d B, via gateway %d B, gateway's share %d B\n",
+		n, heldDirect, heldGateway, heldGateway-heldDirect)
+	t.Log("\n" + out.String())
+}
+
+func memPerStream(t *testing.T, n int, url, tok string) int64 {
+	c := benchClient()
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ctx, cancel := context.WithCancel(context.Background())
+	var ready sync.WaitGroup
+	for i := 0; i < n; i++ {
+		ready.Add(1)
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(strings.Replace(benchPrompt, `"model":"m"`, `"model":"hold"`, 1)))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := c.Do(req)
+			ready.Done()
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	ready.Wait()
+	time.Sleep(200 * time.Millisecond)
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	cancel()
+	time.Sleep(200 * time.Millisecond)
+	c.CloseIdleConnections()
+	used := int64(after.HeapInuse+after.StackInuse) - int64(before.HeapInuse+before.StackInuse)
+	return used / int64(n)
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, len(d)*p/100)]
+}
