@@ -231,7 +231,7 @@ func parseHeader(b []byte) (header, error) {
 }
 
 // appendString appends s as a canonical JSON string.
-func appendString(dst []byte, s string) []byte {
+func appendString[S string | []byte](dst []byte, s S) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
 	for i := 0; i < len(s); {
@@ -258,7 +258,7 @@ func appendString(dst []byte, s string) []byte {
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		if r == utf8.RuneError && size == 1 {
 			dst = utf8.AppendRune(dst, utf8.RuneError)
 		} else {
@@ -273,14 +273,21 @@ func appendString(dst []byte, s string) []byte {
 // the number of bytes it took. Lone surrogates and invalid UTF-8 decode to
 // U+FFFD.
 func parseString(b []byte) (string, int, error) {
+	s, n, err := parseStringBytes(b)
+	return string(s), n, err
+}
+
+// parseStringBytes is parseString without the copy when the string has no
+// escapes and is plain ASCII: it then returns a sub-slice of b.
+func parseStringBytes(b []byte) ([]byte, int, error) {
 	if len(b) == 0 || b[0] != '"' {
-		return "", 0, errors.New("want string")
+		return nil, 0, errors.New("want string")
 	}
 	// Fast path: no escapes, all ASCII printable.
 	for i := 1; i < len(b); i++ {
 		c := b[i]
 		if c == '"' {
-			return string(b[1:i]), i + 1, nil
+			return b[1:i:i], i + 1, nil
 		}
 		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
 			break
@@ -291,12 +298,12 @@ func parseString(b []byte) (string, int, error) {
 		c := b[i]
 		switch {
 		case c == '"':
-			return string(out), i + 1, nil
+			return out, i + 1, nil
 		case c < 0x20:
-			return "", 0, fmt.Errorf("control character %#x in string", c)
+			return nil, 0, fmt.Errorf("control character %#x in string", c)
 		case c == '\\':
 			if i+1 >= len(b) {
-				return "", 0, errors.New("unterminated escape")
+				return nil, 0, errors.New("unterminated escape")
 			}
 			e := b[i+1]
 			i += 2
@@ -316,7 +323,7 @@ func parseString(b []byte) (string, int, error) {
 			case 'u':
 				r, ok := hex4(b[i:])
 				if !ok {
-					return "", 0, errors.New(`bad \u escape`)
+					return nil, 0, errors.New(`bad \u escape`)
 				}
 				i += 4
 				if utf16.IsSurrogate(r) {
@@ -333,7 +340,7 @@ func parseString(b []byte) (string, int, error) {
 				}
 				out = utf8.AppendRune(out, r)
 			default:
-				return "", 0, fmt.Errorf("bad escape \\%c", e)
+				return nil, 0, fmt.Errorf("bad escape \\%c", e)
 			}
 		case c < utf8.RuneSelf:
 			out = append(out, c)
@@ -348,7 +355,7 @@ func parseString(b []byte) (string, int, error) {
 			i += size
 		}
 	}
-	return "", 0, errors.New("unterminated string")
+	return nil, 0, errors.New("unterminated string")
 }
 
 func hex4(b []byte) (rune, bool) {
@@ -448,7 +455,7 @@ func (p *parser) value(dst []byte, depth int) ([]byte, error) {
 			dst = append(dst, ',')
 		}
 	case c == '"':
-		s, n, err := parseString(p.in[p.pos:])
+		s, n, err := parseStringBytes(p.in[p.pos:])
 		if err != nil {
 			return nil, err
 		}
@@ -469,19 +476,23 @@ func (p *parser) value(dst []byte, depth int) ([]byte, error) {
 
 func (p *parser) object(dst []byte, depth int) ([]byte, error) {
 	p.pos++ // '{'
-	type member struct {
-		key string
-		val []byte
-	}
-	var ms []member
 	p.ws()
 	if p.pos < len(p.in) && p.in[p.pos] == '}' {
 		p.pos++
 		return append(dst, '{', '}'), nil
 	}
+	// Members are encoded one after another into dst from mark, then
+	// rearranged in key order.
+	type member struct {
+		key        []byte
+		start, end int
+	}
+	var small [16]member
+	ms := small[:0]
+	mark := len(dst)
 	for {
 		p.ws()
-		key, n, err := parseString(p.in[p.pos:])
+		key, n, err := parseStringBytes(p.in[p.pos:])
 		if err != nil {
 			return nil, fmt.Errorf("object key: %v", err)
 		}
@@ -491,11 +502,13 @@ func (p *parser) object(dst []byte, depth int) ([]byte, error) {
 			return nil, errors.New("want : after object key")
 		}
 		p.pos++
-		val, err := p.value(nil, depth+1)
-		if err != nil {
+		start := len(dst)
+		dst = appendString(dst, key)
+		dst = append(dst, ':')
+		if dst, err = p.value(dst, depth+1); err != nil {
 			return nil, err
 		}
-		ms = append(ms, member{key, val})
+		ms = append(ms, member{key, start, len(dst)})
 		p.ws()
 		if p.pos >= len(p.in) {
 			return nil, errors.New("unterminated object")
@@ -509,18 +522,19 @@ func (p *parser) object(dst []byte, depth int) ([]byte, error) {
 		}
 		p.pos++
 	}
-	slices.SortFunc(ms, func(a, b member) int { return strings.Compare(a.key, b.key) })
-	dst = append(dst, '{')
+	slices.SortStableFunc(ms, func(a, b member) int { return bytes.Compare(a.key, b.key) })
+	for i := 1; i < len(ms); i++ {
+		if bytes.Equal(ms[i].key, ms[i-1].key) {
+			return nil, fmt.Errorf("duplicate key %q", ms[i].key)
+		}
+	}
+	tmp := append([]byte(nil), dst[mark:]...)
+	dst = append(dst[:mark], '{')
 	for i, m := range ms {
 		if i > 0 {
-			if m.key == ms[i-1].key {
-				return nil, fmt.Errorf("duplicate key %q", m.key)
-			}
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, m.key)
-		dst = append(dst, ':')
-		dst = append(dst, m.val...)
+		dst = append(dst, tmp[m.start-mark:m.end-mark]...)
 	}
 	return append(dst, '}'), nil
 }

@@ -373,7 +373,9 @@ func (l *Log) run() {
 	tick := time.NewTicker(min(l.opts.CheckpointInterval, time.Second))
 	defer tick.Stop()
 	batch := make([]*appendReq, 0, l.opts.MaxBatch)
+	prev := 0 // size of the previous batch
 	for {
+		closing := false
 		select {
 		case r, ok := <-l.reqs:
 			if !ok {
@@ -381,21 +383,15 @@ func (l *Log) run() {
 				return
 			}
 			batch = append(batch[:0], r)
-		drain:
-			for len(batch) < l.opts.MaxBatch {
-				select {
-				case r, ok := <-l.reqs:
-					if !ok {
-						break drain
-					}
-					batch = append(batch, r)
-				default:
-					break drain
-				}
-			}
+			closing = l.gather(&batch, prev)
+			prev = len(batch)
 			l.commit(batch)
 			clear(batch)
 			l.maybeCheckpoint()
+			if closing {
+				_, l.final = l.checkpoint()
+				return
+			}
 		case r := <-l.cpReqs:
 			cp, err := l.checkpoint()
 			r.done <- cpResult{cp, err}
@@ -403,6 +399,48 @@ func (l *Log) run() {
 			l.maybeCheckpoint()
 		}
 	}
+}
+
+// groupDelay bounds how long the writer waits for a batch to fill.
+const groupDelay = 500 * time.Microsecond
+
+// gather adds the waiting appends to batch and reports whether the queue
+// was closed. Under load, producers that were just acknowledged are still
+// preparing their next event when the writer comes back, so a batch taken
+// at once would be small and the next one large; when the previous batch
+// was large and this one is under half its size, gather waits up to
+// groupDelay for it to fill. A lone append (previous batch small) never
+// waits.
+func (l *Log) gather(batch *[]*appendReq, prev int) (closed bool) {
+	for len(*batch) < l.opts.MaxBatch {
+		select {
+		case r, ok := <-l.reqs:
+			if !ok {
+				return true
+			}
+			*batch = append(*batch, r)
+			continue
+		default:
+		}
+		break
+	}
+	if prev < 32 || len(*batch) >= prev/2 {
+		return false
+	}
+	t := time.NewTimer(groupDelay)
+	defer t.Stop()
+	for len(*batch) < prev && len(*batch) < l.opts.MaxBatch {
+		select {
+		case r, ok := <-l.reqs:
+			if !ok {
+				return true
+			}
+			*batch = append(*batch, r)
+		case <-t.C:
+			return false
+		}
+	}
+	return false
 }
 
 func (l *Log) reload() error {
