@@ -197,8 +197,13 @@ type Status struct {
 
 var validDegrade = []string{LayerLandlock, LayerSeccomp, LayerCgroups}
 
-// reservedTargets are inside paths the sandbox builds itself.
+// reservedTargets are inside paths the sandbox builds itself: a mount may
+// not replace one. It may go beneath the system directories (a toolchain
+// under /opt at its host path); there its mountpoint must already exist,
+// as they are read-only. Nothing may be mounted beneath /proc, /dev or /sys.
 var reservedTargets = []string{"/", "/proc", "/dev", "/sys", "/tmp", "/usr", "/etc", "/opt", "/bin", "/lib", "/lib64", "/sbin"}
+
+var sealedTrees = []string{"/proc", "/dev", "/sys"}
 
 func (c *Config) validate() error {
 	bad := func(format string, args ...any) error {
@@ -238,8 +243,8 @@ func (c *Config) validate() error {
 		if err := insideAbs(fmt.Sprintf("Mounts[%d].Target", i), m.Target); err != nil {
 			return err
 		}
-		if m.Target == "/" || slices.ContainsFunc(reservedTargets[1:], func(r string) bool { return within(m.Target, r) }) {
-			return bad("Mounts[%d].Target %q overlaps a path the sandbox builds (%s); mount elsewhere, e.g. /workspace", i, m.Target, strings.Join(reservedTargets, " "))
+		if slices.Contains(reservedTargets, m.Target) || slices.ContainsFunc(sealedTrees, func(r string) bool { return within(m.Target, r) }) {
+			return bad("Mounts[%d].Target %q replaces a path the sandbox builds (%s) or lies beneath /proc, /dev or /sys; mount elsewhere, e.g. /workspace", i, m.Target, strings.Join(reservedTargets, " "))
 		}
 		for j := range i {
 			if c.Mounts[j].Target == m.Target {

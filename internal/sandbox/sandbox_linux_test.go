@@ -63,7 +63,10 @@ func TestCannotWriteOutsideWorkspace(t *testing.T) {
 		mount -o remount,rw /ro 2>/dev/null; echo pwned > /ro/file
 		echo ok > /work/written
 		exit 0`, outside))
-	e.cfg.Mounts = append(e.cfg.Mounts, Mount{Source: ro, Target: "/ro"})
+	// Also a read-only mount beneath a system directory, at a mountpoint
+	// that exists there (/usr/local), as a toolchain would be.
+	e.cfg.Mounts = append(e.cfg.Mounts, Mount{Source: ro, Target: "/ro"}, Mount{Source: ro, Target: "/usr/local"})
+	e.cfg.Argv[2] = "test -f /usr/local/file || exit 9; echo pwned > /usr/local/file; " + e.cfg.Argv[2]
 	e.mustRun(0)
 	if b, _ := os.ReadFile(target); string(b) != "original" {
 		t.Errorf("read-only mount changed: file = %q", b)
