@@ -50,11 +50,40 @@ func (c *scriptConn) SetDeadline(time.Time) error      { return nil }
 func (c *scriptConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }
 
-// cannedUpstream is what the fuzz harness's Dial returns: it answers one
-// fixed HTTP response to whatever it is sent, then EOF.
+// cannedUpstream is what the fuzz harness's Dial returns: once it has been
+// sent something (or half-closed), it answers one fixed HTTP response, then
+// EOF. Answering before being asked would look like an unsolicited
+// response to the transport.
 type cannedUpstream struct {
 	scriptConn
-	addr string
+	addr  string
+	once  sync.Once
+	asked chan struct{}
+}
+
+func newCanned(addr, answer string) *cannedUpstream {
+	return &cannedUpstream{scriptConn: scriptConn{r: bytes.NewReader([]byte(answer))}, addr: addr, asked: make(chan struct{})}
+}
+
+func (c *cannedUpstream) Read(b []byte) (int, error) {
+	<-c.asked
+	return c.scriptConn.Read(b)
+}
+
+func (c *cannedUpstream) Write(b []byte) (int, error) {
+	n, err := c.scriptConn.Write(b)
+	c.once.Do(func() { close(c.asked) })
+	return n, err
+}
+
+func (c *cannedUpstream) CloseWrite() error {
+	c.once.Do(func() { close(c.asked) })
+	return nil
+}
+
+func (c *cannedUpstream) Close() error {
+	c.once.Do(func() { close(c.asked) })
+	return c.scriptConn.Close()
 }
 
 func (c *cannedUpstream) RemoteAddr() net.Addr {
@@ -108,10 +137,7 @@ func FuzzProxyRequest(f *testing.F) {
 			mu.Lock()
 			dials = append(dials, addr)
 			mu.Unlock()
-			return &cannedUpstream{
-				scriptConn: scriptConn{r: bytes.NewReader([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))},
-				addr:       addr,
-			}, nil
+			return newCanned(addr, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"), nil
 		},
 	})
 	if err != nil {
@@ -173,7 +199,7 @@ func TestFuzzHarnessCanFail(t *testing.T) {
 	p, err := New(Config{Network: n, Recorder: &FakeRecorder{}, Resolver: &FakeResolver{},
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			dialled = append(dialled, addr)
-			return &cannedUpstream{scriptConn: scriptConn{r: bytes.NewReader([]byte("HTTP/1.1 204 No Content\r\n\r\n"))}, addr: addr}, nil
+			return newCanned(addr, "HTTP/1.1 204 No Content\r\n\r\n"), nil
 		}})
 	if err != nil {
 		t.Fatal(err)
