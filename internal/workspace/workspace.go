@@ -417,7 +417,19 @@ func (w *Workspace) prepareGit(ctx context.Context, src, top string) error {
 	if err := w.overlayUncommitted(ctx, top, dt); err != nil {
 		return err
 	}
-	return w.makeBase(ctx)
+	if err := w.makeBase(ctx); err != nil {
+		return err
+	}
+	// The agent starts where the user was, even if that directory has no
+	// tracked or copied files (an ignored or empty directory).
+	if rel != "." {
+		pfd, _, err := dt.parent(filepath.ToSlash(rel)+"/.", true)
+		if err != nil {
+			return fmt.Errorf("create workdir %q in the copy: %w", rel, err)
+		}
+		unix.Close(pfd)
+	}
+	return nil
 }
 
 // overlayUncommitted makes the copy match the user's work tree: staged and
@@ -868,7 +880,47 @@ func (w *Workspace) Chown(ctx context.Context, uid, gid int) error {
 			return fmt.Errorf("chown workspace copy: %w", err)
 		}
 	}
-	return nil
+	for _, p := range w.ReadOnlyPaths {
+		if why := unreadableBy(p, uid, gid); why != "" {
+			warn := fmt.Sprintf("git in the copy will fail for uid %d: %s; its history is shared from %s", uid, why, p)
+			w.Warnings = appendUnique(w.Warnings, warn)
+			w.log.Warn("workspace", "warning", warn)
+		}
+	}
+	return w.save()
+}
+
+// unreadableBy says why uid:gid (with no supplementary groups and no ACLs
+// considered) cannot read the objects directory p, or "" if it can.
+func unreadableBy(p string, uid, gid int) string {
+	allowed := func(st *unix.Stat_t, bits uint32) bool {
+		switch {
+		case int(st.Uid) == uid:
+			return st.Mode&(bits<<6) == bits<<6
+		case int(st.Gid) == gid:
+			return st.Mode&(bits<<3) == bits<<3
+		}
+		return st.Mode&bits == bits
+	}
+	var st unix.Stat_t
+	for dir := filepath.Dir(p); ; dir = filepath.Dir(dir) {
+		if err := unix.Stat(dir, &st); err != nil {
+			return err.Error()
+		}
+		if !allowed(&st, 1) {
+			return fmt.Sprintf("it cannot enter %s", dir)
+		}
+		if dir == "/" {
+			break
+		}
+	}
+	if err := unix.Stat(p, &st); err != nil {
+		return err.Error()
+	}
+	if !allowed(&st, 5) {
+		return fmt.Sprintf("it cannot read %s", p)
+	}
+	return ""
 }
 
 // RemoveCopy deletes the agent's copy but keeps the shadow repository and

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -142,6 +145,17 @@ func TestPrepareSubdirSource(t *testing.T) {
 	}
 	if !exists(filepath.Join(w.Copy, "top.txt")) {
 		t.Error("copy lacks top.txt: whole repository should be copied")
+	}
+	// Started from an ignored directory: it is not copied, but the agent
+	// still starts there.
+	writeT(t, filepath.Join(repo, ".gitignore"), "out/\n")
+	writeT(t, filepath.Join(repo, "out/deep/x.o"), "obj")
+	w2 := prepare(t, filepath.Join(repo, "out", "deep"))
+	if fi, err := os.Lstat(w2.Workdir); err != nil || !fi.IsDir() {
+		t.Errorf("Workdir %s: %v, want an (empty) directory", w2.Workdir, err)
+	}
+	if exists(filepath.Join(w2.Workdir, "x.o")) {
+		t.Error("ignored file copied")
 	}
 }
 
@@ -483,5 +497,75 @@ func TestChown(t *testing.T) {
 	c := snapshot(t, w)
 	if len(c.Files) != 0 {
 		t.Errorf("Snapshot after Chown = %+v, want no change", c.Files)
+	}
+}
+
+// As root: prepare, hand the copy to an unprivileged uid, let that uid
+// work in it with git (objects through alternates), snapshot as root.
+func TestRootAgentAsOtherUID(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	u, err := user.Lookup("enclavetest")
+	if err != nil {
+		t.Skip("no enclavetest user")
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	testEnv(t)
+	base, err := os.MkdirTemp("", "enclave-ws-root-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	repo := filepath.Join(base, "repo")
+	os.Mkdir(repo, 0o755)
+	tgit(t, repo, "init", "-q")
+	writeT(t, filepath.Join(repo, "a.txt"), "a\n")
+	tgit(t, repo, "add", "-A")
+	tgit(t, repo, "commit", "-q", "-m", "one")
+	w, err := Prepare(context.Background(), PrepareOptions{Source: repo, Dir: filepath.Join(t.TempDir(), "s"), Session: "root1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Chown(context.Background(), uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Warnings) != 0 {
+		t.Errorf("Warnings = %q, want none (objects are world-readable)", w.Warnings)
+	}
+	// Chown needs the session dir traversable for this test's su only; in
+	// enclave the sandbox mounts the copy directly.
+	for d := w.Copy; d != "/"; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && fi.Mode().Perm()&0o001 == 0 {
+			os.Chmod(d, fi.Mode().Perm()|0o001)
+		}
+	}
+	script := "cd " + w.Copy + " && export HOME=" + w.Copy + " GIT_CONFIG_NOSYSTEM=1 && git status --porcelain && echo agent > b.txt && git add -A && git -c user.name=a -c user.email=a@example.com commit -q -m agent && git log --oneline | wc -l"
+	out, err := exec.Command("su", "enclavetest", "-s", "/bin/sh", "-c", script).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "2" {
+		t.Fatalf("agent git as uid %d: %v\n%s", uid, err, out)
+	}
+	c := snapshot(t, w)
+	if len(c.Files) != 1 || c.Files[0].Path != "b.txt" {
+		t.Errorf("Files = %+v, want b.txt", c.Files)
+	}
+	// The user's objects are still root's and unchanged in count.
+	fi, _ := os.Stat(filepath.Join(repo, ".git", "objects"))
+	if fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Error("the user's objects directory changed owner")
+	}
+	// A repository only root can read gets a warning.
+	os.Chmod(base, 0o700)
+	w2, err := Prepare(context.Background(), PrepareOptions{Source: repo, Dir: filepath.Join(t.TempDir(), "s"), Session: "root2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w2.Chown(context.Background(), uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if len(w2.Warnings) != 1 || !strings.Contains(w2.Warnings[0], "cannot enter "+base) {
+		t.Errorf("Warnings = %q, want one naming %s", w2.Warnings, base)
 	}
 }
