@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -351,4 +350,3 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 	return s[min(int(float64(len(s))*q), len(s)-1)]
 }
 
-var _ = netip.Addr{}

@@ -210,5 +210,4 @@ func TestFuzzHarnessCanFail(t *testing.T) {
 	if fmt.Sprint(dialled) != "[127.0.0.1:80]" || !strings.HasPrefix(c.out.String(), "HTTP/1.1 204") {
 		t.Errorf("dialled %v, answered %q", dialled, c.out.String())
 	}
-	_ = io.EOF
 }

@@ -282,13 +282,19 @@ func (cc *conn) refuse(f *Flow, status int, rule, reason string) {
 }
 
 // answer writes a final plain-text response telling the agent why, and
-// asks it to close the connection.
+// asks it to close the connection. Refusals carry X-Enclave-Denied; an
+// allowed flow that failed upstream (502) carries X-Enclave-Error instead.
+// Both carry X-Enclave-Rule.
 func (cc *conn) answer(status int, d policy.Decision) {
 	reason := headerSafe(d.Reason)
-	body := fmt.Sprintf("enclave: egress refused: %s\nrule: %s\n", reason, headerSafe(d.Rule))
+	what, hdr := "egress refused", "X-Enclave-Denied"
+	if status == http.StatusBadGateway {
+		what, hdr = "egress failed", "X-Enclave-Error"
+	}
+	body := fmt.Sprintf("enclave: %s: %s\nrule: %s\n", what, reason, headerSafe(d.Rule))
 	cc.c.SetWriteDeadline(time.Now().Add(cc.p.idleTimeout))
-	fmt.Fprintf(cc.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\nX-Enclave-Denied: %s\r\nX-Enclave-Rule: %s\r\n\r\n%s",
-		status, http.StatusText(status), len(body), reason, headerSafe(d.Rule), body)
+	fmt.Fprintf(cc.bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n%s: %s\r\nX-Enclave-Rule: %s\r\n\r\n%s",
+		status, http.StatusText(status), len(body), hdr, reason, headerSafe(d.Rule), body)
 	cc.bw.Flush()
 }
 

@@ -753,4 +753,36 @@ func connectTunnel(t testing.TB, tp *testProxy, port int) (net.Conn, *bufio.Read
 	return c, br
 }
 
-var _ = slices.Contains[[]string]
+
+// TestUpstreamFailures checks that allowed flows failing upstream get a
+// 502 that says so (not a denial) and are recorded with their error.
+func TestUpstreamFailures(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := l.Addr().(*net.TCPAddr).Port
+	l.Close() // nothing listens here now
+	n := &policy.Network{Allow: []policy.HostRule{
+		{Host: "127.0.0.1", Ports: []int{closedPort}},
+		{Host: "nxdomain.test", Ports: []int{closedPort}},
+	}}
+	tp := startProxy(t, n, nil, nil)
+	for i, raw := range []string{
+		fmt.Sprintf("GET http://127.0.0.1:%d/ HTTP/1.1\r\n\r\n", closedPort),
+		fmt.Sprintf("CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", closedPort),
+		fmt.Sprintf("GET http://nxdomain.test:%d/ HTTP/1.1\r\n\r\n", closedPort),
+	} {
+		resp, body := tp.rawRequest(t, raw)
+		if resp.StatusCode != 502 || resp.Header.Get("X-Enclave-Error") == "" || resp.Header.Get("X-Enclave-Denied") != "" {
+			t.Errorf("%q: status %d headers %v body %q, want 502 with X-Enclave-Error", raw, resp.StatusCode, resp.Header, body)
+		}
+		ends := tp.rec.waitEnds(t, i+1)
+		if f := ends[i]; !f.Decision.Allow || f.Err == "" {
+			t.Errorf("%q: flow = %+v, want allowed with an error", raw, f)
+		}
+	}
+	if got := tp.res.Asked(); !slices.Equal(got, []string{"nxdomain.test"}) {
+		t.Errorf("resolver asked %v", got)
+	}
+}
