@@ -177,7 +177,8 @@ func matchSeg(pat, s string) bool {
 func (m *matcher) excludeLines() string {
 	var b strings.Builder
 	for _, p := range m.pats {
-		b.WriteString("/" + strings.Join(p, "/") + "\n")
+		// Spaces are escaped: gitignore drops trailing ones.
+		b.WriteString("/" + strings.ReplaceAll(strings.Join(p, "/"), " ", "\\ ") + "\n")
 	}
 	return b.String()
 }

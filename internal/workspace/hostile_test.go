@@ -280,8 +280,11 @@ func TestHiddenPaths(t *testing.T) {
 	for _, n := range c.Skipped {
 		skipped[n.Path] = true
 	}
-	// Excluded before git saw them, they are not listed by ls-files
-	// either; either way they must not be in the tree.
+	for _, p := range []string{".env", "secrets", "deep/x/.env"} {
+		if !skipped[p] {
+			t.Errorf("Skipped lacks hidden %s: %+v", p, c.Skipped)
+		}
+	}
 	for _, p := range []string{".env", "secrets/tracked.key", "deep/x/.env"} {
 		if _, err := (shadow{gitDir: c.gitDir, home: c.home}).git(context.Background(), "cat-file", "-e", c.Head+":"+p); err == nil {
 			t.Errorf("hidden %s is in the head tree", p)
@@ -304,5 +307,38 @@ func TestSnapshotSkipsSpecialFiles(t *testing.T) {
 	c := snapshot(t, w) // must not block reading the fifo
 	if got := filesByPath(c); len(got) != 1 || got["b.txt"].Status != Added {
 		t.Errorf("Files = %+v, want only b.txt added", c.Files)
+	}
+}
+
+// The agent swaps its .git for a link to the user's repository (or for a
+// file): enclave must neither use it nor write through it, and must keep
+// scanning the rest of the copy.
+func TestAgentReplacesDotGit(t *testing.T) {
+	testEnv(t)
+	for _, kind := range []string{"symlink", "file"} {
+		t.Run(kind, func(t *testing.T) {
+			repo := newRepo(t, map[string]string{"a.txt": "a\n"})
+			w := prepare(t, repo)
+			before := treeDigest(t, repo)
+			os.RemoveAll(filepath.Join(w.Copy, ".git"))
+			if kind == "symlink" {
+				os.Symlink(filepath.Join(repo, ".git"), filepath.Join(w.Copy, ".git"))
+			} else {
+				writeT(t, filepath.Join(w.Copy, ".git"), "gitdir: "+filepath.Join(repo, ".git")+"\n")
+			}
+			nested := filepath.Join(w.Copy, "zzz")
+			writeT(t, filepath.Join(nested, "f"), "f\n")
+			tgit(t, nested, "init", "-q")
+			tgit(t, nested, "add", "-A")
+			tgit(t, nested, "commit", "-q", "-m", "n")
+			writeT(t, filepath.Join(w.Copy, "b.txt"), "b\n")
+			c := snapshot(t, w)
+			if got := filesByPath(c); len(got) != 1 || got["b.txt"].Status != Added {
+				t.Errorf("Files = %+v, want only b.txt", c.Files)
+			}
+			if after := treeDigest(t, repo); after != before {
+				t.Error("the user's repository changed")
+			}
+		})
 	}
 }

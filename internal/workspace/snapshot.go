@@ -75,7 +75,7 @@ type Change struct {
 // copy's .git (see the package documentation). Call it only after every
 // process of the sandbox has exited: the copy must not change while it is
 // read. Calling it again records a new head; the last result is stored and
-// returned by LastChange.
+// returned by LastChange. A Workspace is not safe for concurrent use.
 func (w *Workspace) Snapshot(ctx context.Context) (*Change, error) {
 	if fi, err := os.Lstat(w.Copy); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("snapshot session %s: copy %s is gone", w.Session, w.Copy)
@@ -211,8 +211,8 @@ func (w *Workspace) stage(ctx context.Context) (string, []Note, error) {
 		p := string(path)
 		switch {
 		case w.hidden.match(p):
+			// Normally excluded before git saw it (and noted by scanCopy).
 			drop = append(drop, p)
-			skipped = append(skipped, Note{Path: p, Reason: "hidden by policy"})
 		case bytes.HasPrefix(meta, []byte("160000 ")) && !baseLinks[p]:
 			drop = append(drop, p)
 			skipped = append(skipped, Note{Path: p, Reason: "nested git repository not recorded"})
@@ -281,9 +281,15 @@ func (w *Workspace) scanCopy() ([]Note, string, error) {
 		}
 		rel := filepath.ToSlash(p[len(w.Copy)+1:])
 		if rel == ".git" {
-			return filepath.SkipDir
+			// Not ours to read. (SkipDir on a file would skip its
+			// siblings: the agent may have made .git a file or link.)
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
 		}
 		if w.hidden.match(rel) {
+			notes = append(notes, Note{Path: rel, Reason: "hidden by policy"})
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -373,6 +379,9 @@ func (c *Change) load(ctx context.Context) error {
 			c.Insertions += s.Added
 			c.Deletions += s.Deleted
 		}
+	}
+	if files == nil {
+		files = []FileChange{}
 	}
 	c.Files = files
 	return nil

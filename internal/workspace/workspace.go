@@ -529,7 +529,10 @@ func (w *Workspace) removeHidden(dt *dirTree) ([]string, error) {
 		}
 		rel := filepath.ToSlash(p[len(w.Copy)+1:])
 		if rel == ".git" {
-			return filepath.SkipDir
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
 		}
 		if w.hidden.match(rel) {
 			removed = append(removed, rel)
@@ -807,11 +810,13 @@ func Open(dir string, logger *slog.Logger) (*Workspace, error) {
 	// The stored paths must be the ones this directory implies: a moved
 	// state directory is followed, a metadata file pointing elsewhere is
 	// not.
+	rel, err := filepath.Rel(w.Copy, w.Workdir)
+	if err != nil || w.Workdir == "" || !within(w.Workdir, w.Copy) {
+		rel = "."
+	}
 	w.Dir = abs
 	w.Copy = filepath.Join(abs, copyName)
-	if w.Workdir == "" || !within(w.Workdir, w.Copy) {
-		w.Workdir = w.Copy
-	}
+	w.Workdir = filepath.Join(w.Copy, rel)
 	if w.Branch != branchPrefix+w.Session {
 		return nil, fmt.Errorf("open workspace %s: branch %q does not match session %q", dir, w.Branch, w.Session)
 	}
