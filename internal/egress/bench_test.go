@@ -349,4 +349,3 @@ func percentile(ds []time.Duration, q float64) time.Duration {
 	slices.Sort(s)
 	return s[min(int(float64(len(s))*q), len(s)-1)]
 }
-

@@ -753,7 +753,6 @@ func connectTunnel(t testing.TB, tp *testProxy, port int) (net.Conn, *bufio.Read
 	return c, br
 }
 
-
 // TestUpstreamFailures checks that allowed flows failing upstream get a
 // 502 that says so (not a denial) and are recorded with their error.
 func TestUpstreamFailures(t *testing.T) {
