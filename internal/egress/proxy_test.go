@@ -785,3 +785,40 @@ func TestUpstreamFailures(t *testing.T) {
 		t.Errorf("resolver asked %v", got)
 	}
 }
+
+// TestServeUnixListener serves the proxy on a unix socket, the way the
+// sandbox's init may bridge the agent's loopback port, and tunnels through.
+func TestServeUnixListener(t *testing.T) {
+	up := startUpstream(t)
+	n := &policy.Network{Allow: []policy.HostRule{{Host: "127.0.0.1", Ports: []int{up.Port()}}}}
+	p, err := New(Config{Network: n, Recorder: &FakeRecorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := t.TempDir() + "/proxy.sock"
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(l)
+	defer p.Close()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n", up.Port())
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"}); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT = %v, %v", resp, err)
+	}
+	fmt.Fprintf(c, "GET /u?size=2000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nb, _ := io.Copy(io.Discard, resp.Body); nb != 2000000 {
+		t.Errorf("body = %d bytes, want 2000000", nb)
+	}
+}
