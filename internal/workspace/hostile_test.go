@@ -342,3 +342,20 @@ func TestAgentReplacesDotGit(t *testing.T) {
 		})
 	}
 }
+
+// The agent takes read permission away from its own files and
+// directories; the snapshot still records them (without changing modes).
+func TestUnreadableFilesInCopy(t *testing.T) {
+	testEnv(t)
+	repo := newRepo(t, map[string]string{"a.txt": "a\n", "d/b.txt": "b\n"})
+	w := prepare(t, repo)
+	writeT(t, filepath.Join(w.Copy, "d/c.txt"), "c\n")
+	os.Chmod(filepath.Join(w.Copy, "a.txt"), 0o200)
+	writeT(t, filepath.Join(w.Copy, "a.txt"), "a2\n")
+	os.Chmod(filepath.Join(w.Copy, "d"), 0o300)
+	c := snapshot(t, w)
+	got := filesByPath(c)
+	if got["a.txt"].Status != Modified || got["a.txt"].NewMode != "100644" || got["d/c.txt"].Status != Added {
+		t.Errorf("Files = %+v, want a.txt modified (mode 100644) and d/c.txt added", c.Files)
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Status is how one path changed between the base and the agent's tree.
@@ -295,6 +297,9 @@ func (w *Workspace) scanCopy() ([]Note, string, error) {
 			}
 			return nil
 		}
+		if d.IsDir() || d.Type().IsRegular() {
+			ensureOwnerReadable(p, d)
+		}
 		name := d.Name()
 		switch {
 		case name == ".git":
@@ -321,6 +326,33 @@ func (w *Workspace) scanCopy() ([]Note, string, error) {
 		return nil, "", fmt.Errorf("scan copy: %w", err)
 	}
 	return notes, excl.String(), nil
+}
+
+// ensureOwnerReadable gives the owner read (and, for a directory, search)
+// permission on p if the agent took it away, so that a snapshot run as the
+// agent's own uid does not fail half way. Git records only the execute bit
+// of files, so this does not change the recorded tree. The chmod goes
+// through an O_PATH|O_NOFOLLOW fd: if p was swapped for a symlink, the
+// link itself is the target, and Linux refuses to chmod links.
+func ensureOwnerReadable(p string, d fs.DirEntry) {
+	need := fs.FileMode(0o400)
+	if d.IsDir() {
+		need = 0o500
+	}
+	fi, err := d.Info()
+	if err != nil || fi.Mode().Perm()&need == need {
+		return
+	}
+	fd, err := unix.Open(p, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || (st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Mode&unix.S_IFMT != unix.S_IFREG) {
+		return
+	}
+	unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), (st.Mode&0o7777)|uint32(need))
 }
 
 // isDotGitLike reports names git's verify_path refuses as aliases of .git.
