@@ -125,7 +125,14 @@ type gitError struct {
 }
 
 func (e *gitError) Error() string {
-	msg := strings.TrimSpace(e.stderr)
+	// git's messages quote paths the agent chose: no control characters
+	// reach whoever prints this error.
+	msg := strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\n' || r == 0x7f || (r >= 0x80 && r <= 0x9f) {
+			return '?'
+		}
+		return r
+	}, strings.TrimSpace(e.stderr))
 	if len(msg) > 2000 {
 		msg = msg[:2000] + "..."
 	}

@@ -195,3 +195,10 @@ func TestGitignoreLiteral(t *testing.T) {
 		}
 	}
 }
+
+func TestGitErrorScrubsControls(t *testing.T) {
+	e := &gitError{args: []string{"add"}, err: errors.New("exit status 128"), stderr: "error: invalid path '\x1b]0;pwned\x07\u009b2J'\n"}
+	if got := e.Error(); strings.ContainsAny(got, "\x1b\x07\u009b") {
+		t.Errorf("gitError.Error() = %q, want no control characters", got)
+	}
+}
