@@ -693,8 +693,8 @@ func TestCloseStopsTunnels(t *testing.T) {
 	if _, err := br.ReadByte(); err == nil {
 		t.Error("tunnel still open after Close")
 	}
-	if ends := tp.rec.Ends(); len(ends) != 1 {
-		t.Errorf("flow ends recorded = %d, want 1", len(ends))
+	if ends := tp.rec.Ends(); len(ends) != 1 || !ends[0].Partial {
+		t.Errorf("flow ends = %+v, want 1, partial", ends)
 	}
 }
 

@@ -81,8 +81,11 @@ func (cc *conn) connect(req *http.Request, start time.Time) {
 	nUp, nDown, err := p.relay(cc.c, up)
 	f.BytesUp += nUp
 	f.BytesDown += nDown
-	if err != nil {
+	switch {
+	case err != nil:
 		f.Err, f.Partial = err.Error(), true
+	case p.isClosed():
+		f.Err, f.Partial = "proxy closed", true
 	}
 }
 
