@@ -203,6 +203,9 @@ func checkHead(head []byte) (int, string) {
 		return http.StatusHTTPVersionNotSupported, "only HTTP/1.1 and HTTP/1.0 are spoken"
 	}
 	for _, l := range lines[1:] {
+		if l == "" {
+			return http.StatusBadRequest, "empty header line"
+		}
 		if l[0] == ' ' || l[0] == '\t' {
 			return http.StatusBadRequest, "obsolete line folding in headers"
 		}
@@ -518,6 +521,14 @@ func (cc *conn) roundTrip(f *Flow, req *http.Request, headLen int64, literal boo
 		return false, fmt.Errorf("upstream: %w", rtErr)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode < 200 {
+		// The transport consumes 100 and 103 itself; a 101 cannot happen
+		// since Upgrade is never forwarded. Relaying it would hand the
+		// connection to a protocol the proxy does not parse.
+		finishUp()
+		cc.answer(http.StatusBadGateway, policy.Decision{Rule: f.Decision.Rule, Reason: fmt.Sprintf("upstream answered an unexpected %d", resp.StatusCode)})
+		return false, fmt.Errorf("upstream answered %d", resp.StatusCode)
+	}
 	keep, err = cc.writeResponse(f, req, resp, watchdog)
 	finishUp()
 	mu.Lock()

@@ -822,3 +822,41 @@ func TestServeUnixListener(t *testing.T) {
 		t.Errorf("body = %d bytes, want 2000000", nb)
 	}
 }
+
+// TestUpstreamSwitchingProtocols: an upstream that answers 101 to a plain
+// request (Upgrade is never forwarded) must not get a raw channel.
+func TestUpstreamSwitchingProtocols(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				if req.Header.Get("Upgrade") != "" {
+					io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: raw\r\nConnection: Upgrade\r\n\r\nRAW BYTES")
+				time.Sleep(500 * time.Millisecond)
+			}()
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	n := &policy.Network{Allow: []policy.HostRule{{Host: "127.0.0.1", Ports: []int{port}}}}
+	tp := startProxy(t, n, nil, nil)
+	resp, body := tp.rawRequest(t, fmt.Sprintf("GET http://127.0.0.1:%d/ HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: raw\r\n\r\n", port))
+	if resp.StatusCode != 502 || strings.Contains(body, "RAW") {
+		t.Errorf("status %d body %q, want 502 without the upstream's raw bytes", resp.StatusCode, body)
+	}
+}
