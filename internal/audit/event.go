@@ -185,10 +185,24 @@ type header struct {
 	data                                 []byte
 }
 
-// parseHeader reads the fixed-order fields of a version-1 leaf. It is the
-// fast path verification uses to compare a record with its index columns.
+// headerBytes is header with fields that may alias the leaf.
+type headerBytes struct {
+	seq                                  int64
+	time, session, kind, actor, decision []byte
+	data                                 []byte
+}
+
 func parseHeader(b []byte) (header, error) {
-	var h header
+	h, err := parseHeaderBytes(b)
+	return header{seq: h.seq, time: string(h.time), session: string(h.session), kind: string(h.kind),
+		actor: string(h.actor), decision: string(h.decision), data: h.data}, err
+}
+
+// parseHeaderBytes reads the fixed-order fields of a version-1 leaf without
+// copying them. It is the fast path verification uses to compare a record
+// with its query columns.
+func parseHeaderBytes(b []byte) (headerBytes, error) {
+	var h headerBytes
 	if !bytes.HasPrefix(b, []byte(leafPrefix)) {
 		if bytes.HasPrefix(b, []byte(`{"v":`)) {
 			return h, invalidf("leaf has an unsupported encoding version")
@@ -200,22 +214,22 @@ func parseHeader(b []byte) (header, error) {
 	for p < len(b) && '0' <= b[p] && b[p] <= '9' {
 		p++
 	}
-	digits := string(b[start:p])
-	seq, err := strconv.ParseInt(digits, 10, 64)
+	digits := b[start:p]
+	seq, err := strconv.ParseInt(string(digits), 10, 64)
 	if err != nil || (len(digits) > 1 && digits[0] == '0') {
 		return h, invalidf("leaf sequence number %q is not canonical", digits)
 	}
 	h.seq = seq
-	fields := []struct {
+	fields := [...]struct {
 		key string
-		dst *string
+		dst *[]byte
 	}{{`,"time":`, &h.time}, {`,"session":`, &h.session}, {`,"kind":`, &h.kind}, {`,"actor":`, &h.actor}, {`,"decision":`, &h.decision}}
 	for _, f := range fields {
 		if !bytes.HasPrefix(b[p:], []byte(f.key)) {
 			return h, invalidf("leaf %d: want %s at offset %d", seq, f.key, p)
 		}
 		p += len(f.key)
-		s, n, err := parseString(b[p:])
+		s, n, err := parseStringBytes(b[p:])
 		if err != nil {
 			return h, invalidf("leaf %d: field %s: %v", seq, strings.Trim(f.key, `,":`), err)
 		}

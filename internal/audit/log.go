@@ -248,8 +248,7 @@ func (l *Log) recover(ctx context.Context) (int64, error) {
 	}
 	c := newChecker(from, cps2)
 	c.fr.fallback = l.st
-	err = l.st.Records(ctx, store.Filter{From: from}, c.record)
-	if err != nil {
+	if err := c.scan(ctx, l.st, from, 0); err != nil {
 		return 0, err
 	}
 	if err := c.finish(size); err != nil {

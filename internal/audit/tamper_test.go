@@ -172,6 +172,15 @@ func signNote(t *testing.T, k *audit.Key, text string) []byte {
 }
 
 func TestVerifyDetectsTampering(t *testing.T) {
+	t.Run("serial", testVerifyDetectsTampering)
+	// Verify cuts long logs into segments checked in parallel; run the
+	// same attacks with segments of this small log.
+	undo := audit.SetMinParallel(1)
+	defer undo()
+	t.Run("parallel", testVerifyDetectsTampering)
+}
+
+func testVerifyDetectsTampering(t *testing.T) {
 	k := fixedKey(t)
 	for _, tt := range []struct {
 		name      string

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/enclave-dev/enclave/internal/store"
@@ -147,16 +149,12 @@ func Verify(ctx context.Context, st store.Store, opts VerifyOptions) (*Report, e
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	c := newChecker(0, cps)
-	if err := st.Records(ctx, store.Filter{}, c.record); err != nil {
+	if err := verifyRecords(ctx, st, size, cps); err != nil {
 		var ve *VerifyError
 		if errors.As(err, &ve) {
 			return nil, ve
 		}
 		return nil, fmt.Errorf("verify: %w", err)
-	}
-	if err := c.finish(size); err != nil {
-		return nil, err
 	}
 	// Every checkpoint root matched the tree recomputed from the records,
 	// so consecutive checkpoints are consistent by construction; check it
@@ -191,6 +189,69 @@ func cmpInt(a, b int64) int {
 	return 0
 }
 
+// verifyRecords checks records 0..size-1 against their stored hashes and
+// the checkpoints. A long log is cut into segments checked in parallel:
+// the checker of a segment starting at a takes the tree nodes left of a
+// from the store, and the checker of the segment before it compares those
+// very nodes with what it recomputes, so the chain is whole when every
+// segment passes. The first failing segment's finding is returned, which
+// is the first bad record.
+func verifyRecords(ctx context.Context, st store.Store, size int64, cps []*Checkpoint) error {
+	workers := 1
+	if size >= minParallel {
+		workers = min(runtime.GOMAXPROCS(0), 4)
+	}
+	bounds := make([]int64, workers+1)
+	for i := range bounds {
+		bounds[i] = size * int64(i) / int64(workers)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		lo, hi := bounds[i], bounds[i+1]
+		var mine []*Checkpoint
+		good := int64(0)
+		for _, cp := range cps {
+			if cp.Tree.N <= lo {
+				good = cp.Tree.N
+			}
+			if (i == 0 || cp.Tree.N > lo) && (i == workers-1 || cp.Tree.N <= hi) {
+				mine = append(mine, cp)
+			}
+		}
+		c := newChecker(lo, mine)
+		c.good = good
+		if i > 0 {
+			c.fr.fallback = st
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.scan(ctx, st, lo, hi)
+			if err == nil {
+				if i == workers-1 {
+					err = c.finish(size)
+				} else {
+					err = c.finishAt(hi)
+				}
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// minParallel is the log size from which verification is parallel.
+var minParallel int64 = 100000
+
 // checker recomputes the tree record by record. It keeps only the tree's
 // frontier, so memory stays constant however long the log is.
 type checker struct {
@@ -210,7 +271,65 @@ func newChecker(from int64, cps []*Checkpoint) *checker {
 	return c
 }
 
-func (c *checker) record(r store.Record) error {
+// scan reads the records from seq from on and checks them. Reading (the
+// store) and checking (hashing) run in two goroutines, so both cores work.
+func (c *checker) scan(ctx context.Context, st store.Store, from, to int64) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	const chunk = 512
+	batches := make(chan []store.Record, 4)
+	free := make(chan []store.Record, 6)
+	checked := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range batches {
+			if err == nil {
+				for i := range b {
+					if err = c.record(&b[i]); err != nil {
+						cancel() // stop the reader
+						break
+					}
+				}
+			}
+			select {
+			case free <- b[:0]:
+			default:
+			}
+		}
+		checked <- err
+	}()
+	var cur []store.Record
+	readErr := st.Records(ctx, store.Filter{From: from, To: to}, func(r store.Record) error {
+		if cur == nil {
+			select {
+			case cur = <-free:
+			default:
+				cur = make([]store.Record, 0, chunk)
+			}
+		}
+		r.Hashes = slices.Clone(r.Hashes) // the store reuses it
+		cur = append(cur, r)
+		if len(cur) == chunk {
+			select {
+			case batches <- cur:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			cur = nil
+		}
+		return nil
+	})
+	if readErr == nil && len(cur) > 0 {
+		batches <- cur
+	}
+	close(batches)
+	if err := <-checked; err != nil {
+		return err // the checker's finding explains any reader error
+	}
+	return readErr
+}
+
+func (c *checker) record(r *store.Record) error {
 	if err := c.checkpointsAt(); err != nil {
 		return err
 	}
@@ -219,7 +338,7 @@ func (c *checker) record(r store.Record) error {
 		return &VerifyError{Seq: c.next, Problem: ProblemMissing,
 			Detail: fmt.Sprintf("record %d is absent (the next stored record is %d)", c.next, seq)}
 	}
-	h, err := parseHeader(r.Data)
+	h, err := parseHeaderBytes(r.Data)
 	if err != nil {
 		return &VerifyError{Seq: seq, Problem: ProblemEdited, Detail: fmt.Sprintf("event bytes no longer parse: %v", err)}
 	}
@@ -227,10 +346,11 @@ func (c *checker) record(r store.Record) error {
 		return &VerifyError{Seq: seq, Problem: ProblemReordered,
 			Detail: fmt.Sprintf("position %d holds the event written as record %d", seq, h.seq)}
 	}
-	if len(r.Hashes) == 0 || tlog.RecordHash(r.Data) != r.Hashes[0] {
+	leaf := tlog.RecordHash(r.Data)
+	if len(r.Hashes) == 0 || leaf != r.Hashes[0] {
 		return &VerifyError{Seq: seq, Problem: ProblemEdited, Detail: "event bytes do not match the stored leaf hash"}
 	}
-	hs, err := tlog.StoredHashes(seq, r.Data, &c.fr)
+	hs, err := tlog.StoredHashesForRecordHash(seq, leaf, &c.fr)
 	if err != nil {
 		return fmt.Errorf("recompute tree at record %d: %w", seq, err)
 	}
@@ -250,10 +370,14 @@ func (c *checker) record(r store.Record) error {
 		c.fr.put(base+int64(j), x)
 	}
 	c.timeBuf = r.Time.UTC().AppendFormat(c.timeBuf[:0], time.RFC3339Nano)
-	for _, f := range []struct{ name, col, ev string }{
+	for _, f := range [...]struct {
+		name string
+		col  string
+		ev   []byte
+	}{
 		{"session", r.Session, h.session}, {"kind", r.Kind, h.kind}, {"decision", r.Decision, h.decision}, {"time", string(c.timeBuf), h.time},
 	} {
-		if f.col != f.ev {
+		if f.col != string(f.ev) {
 			return &VerifyError{Seq: seq, Problem: ProblemIndex,
 				Detail: fmt.Sprintf("query column %s is %q but the signed event says %q", f.name, f.col, f.ev)}
 		}
@@ -277,6 +401,18 @@ func (c *checker) checkpointsAt() error {
 		}
 		c.good = cp.Tree.N
 		c.ci++
+	}
+	return nil
+}
+
+// finishAt checks the end of a segment that stops before the log does.
+func (c *checker) finishAt(end int64) error {
+	if err := c.checkpointsAt(); err != nil {
+		return err
+	}
+	if c.next != end {
+		return &VerifyError{Seq: c.next, Problem: ProblemMissing,
+			Detail: fmt.Sprintf("record %d is absent (the next stored record is at or after %d)", c.next, end)}
 	}
 	return nil
 }

@@ -124,7 +124,15 @@ func OpenSQLite(path string) (*SQLite, error) {
 	}
 	s.w.SetMaxOpenConns(1)
 	s.w.SetConnMaxIdleTime(0)
-	if s.r, err = sql.Open("sqlite", dsn); err != nil {
+	// Readers map the file: a full scan (verification) then costs no
+	// read syscall per page.
+	rq := url.Values{}
+	for k, v := range q {
+		rq[k] = v
+	}
+	rq.Add("_pragma", "mmap_size(1073741824)")
+	rdsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + rq.Encode()
+	if s.r, err = sql.Open("sqlite", rdsn); err != nil {
 		s.w.Close()
 		return nil, fmt.Errorf("open store %q: %w", path, err)
 	}
