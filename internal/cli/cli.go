@@ -197,25 +197,48 @@ func Version() string {
 	return "devel"
 }
 
+// flagSet is a command's flags. Parse errors go through Main like every
+// other error (scrubbed, exit 2), never printed by the flag package itself.
+type flagSet struct {
+	*flag.FlagSet
+	usage func()
+}
+
+// Parse parses args; -h prints the command's usage.
+func (fs *flagSet) Parse(args []string) error {
+	err := fs.FlagSet.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.usage()
+		return err
+	case err != nil:
+		return usagef("%v", err)
+	}
+	return nil
+}
+
 // newFlagSet makes a command's flag set with a usage function that prints
 // the synopsis, a description, flags and examples.
-func (e *Env) newFlagSet(name, synopsis, about, examples string) *flag.FlagSet {
+func (e *Env) newFlagSet(name, synopsis, about, examples string) *flagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.Stderr)
-	fs.Usage = func() {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	usage := func() {
 		w := e.Stderr
 		fmt.Fprintf(w, "Usage:\n    enclave %s\n\n%s\n", synopsis, strings.TrimSpace(about))
 		n := 0
 		fs.VisitAll(func(*flag.Flag) { n++ })
 		if n > 0 {
 			fmt.Fprintf(w, "\nFlags:\n")
+			fs.SetOutput(w)
 			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
 		}
 		if examples != "" {
 			fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(examples, "\n"))
 		}
 	}
-	return fs
+	return &flagSet{FlagSet: fs, usage: usage}
 }
 
 // onceString is a flag that may be given at most once: for security

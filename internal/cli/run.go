@@ -68,7 +68,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 func (e *Env) runCmd(ctx context.Context, args []string) error {
 	fs := e.newFlagSet("run", "run [flags] -- COMMAND [ARG...]", runAbout, runExamples)
 	var f runFlags
-	f.register(fs)
+	f.register(fs.FlagSet)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
