@@ -57,6 +57,29 @@
 // Without a family prefix, /v1/messages and /v1beta/... are recognised by
 // their path and /v1/models by its headers (anthropic-version or x-api-key
 // means Anthropic). Any other path gets a 404 in the family's error shape.
+//
+// # Measurements (2-core dev VM, load average 5-8 from other builds)
+//
+// Classification (TestMeasureClassification, 15 classified net/http files,
+// 41 unrelated GOROOT files, k=24 w=12, at least 4 shared fingerprints on
+// 2+ lines, boilerplate shared by many classified files ignored):
+// excerpts of 5/20/100 lines are detected 96.5/100/100% verbatim or
+// re-spaced, 34/96.5/100% with a third of identifiers renamed (50/99/99%
+// with NormalizeIdentifiers); false positives on unrelated code are
+// 0/0.2/0.2% (0/0.2/5% with NormalizeIdentifiers).
+//
+// Secret rules (TestMeasureSecretRules): recall 100% on 300 generated
+// secrets of 15 kinds in context, precision 100% on 46,350 GOROOT lines and
+// 25 hard negatives. The corpus was written by the rules' author, so this is
+// an upper bound, not a field result.
+//
+// Overhead (bench/gateway.sh, same in-process fake upstream): one request
+// ~0.2 ms added (JSON parse, scans, records), ~1.5-4 us CPU per streamed
+// chunk; p50 added time to first byte 0.1 ms at 1 stream, 8 ms at 100
+// streams where client, gateway and upstream contend for the 2 CPUs (p99
+// far above the 2 ms target there; see the report). Prompt inspection of a
+// 50 KB request: 3-8 ms first time, ~1.4 ms when the conversation history
+// repeats (cached per session). About 70 KB per open stream.
 package gateway
 
 import (
@@ -265,3 +288,19 @@ func (s *Session) nextID() string {
 }
 
 func since(t time.Time) time.Duration { return time.Since(t) }
+
+// Server returns an http.Server for s with the timeouts a gateway facing an
+// untrusted agent needs: a client that stalls while sending headers or a
+// body is cut off instead of holding a goroutine forever. Response writes
+// have no deadline, because a model stream may legitimately run for many
+// minutes. Serve it on the listener inside the session's sandbox.
+func (s *Session) Server() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}

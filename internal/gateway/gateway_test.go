@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -585,3 +586,29 @@ type blockingReader struct{ ctx context.Context }
 func (b blockingReader) Read([]byte) (int, error) { <-b.ctx.Done(); return 0, b.ctx.Err() }
 
 func sprint(v any) string { return fmt.Sprintf("%v %+v %#v", v, v, v) }
+
+func TestServerCutsStalledBody(t *testing.T) {
+	r := newRig(t, nil)
+	srv := r.s.Server()
+	srv.ReadTimeout = 200 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nX-Api-Key: %s\r\nContent-Length: 1000\r\n\r\n{\"model\":", r.s.Token())
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(conn)
+	if !strings.Contains(string(b), "400") || !strings.Contains(string(b), "reading the request body failed") {
+		t.Errorf("stalled body got %q, want a 400 naming the body read", b)
+	}
+	if r.up.count() != 0 {
+		t.Errorf("upstream contacted for a stalled request")
+	}
+}

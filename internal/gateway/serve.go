@@ -13,8 +13,13 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
+
+// copyBufs holds response copy buffers: a stream's events are small, and
+// pooling keeps the garbage per stream (and so GC work under load) low.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // hop-by-hop and credential headers never forwarded in either direction.
 var dropHeaders = map[string]bool{
@@ -342,7 +347,9 @@ func (s *Session) forward(w http.ResponseWriter, r *http.Request, rt route, p *p
 	if sse && fl != nil {
 		fl.Flush()
 	}
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	var readErr, writeErr error
 	for {
 		n, err := resp.Body.Read(buf)
