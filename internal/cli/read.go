@@ -129,7 +129,9 @@ func (e *Env) logCmd(ctx context.Context, args []string) error {
 exec, egress flow and DNS query with the decision and reason, and its end.
 SESSION is an id, a unique part of one, or "last".`, "    enclave log last\n    enclave log --json s-20261124-150405-a1b2c3")
 	jsonOut := fs.Bool("json", false, "print the events as JSON Lines")
-	kind := fs.String("kind", "", "only events of `kind` (exec, egress, dns, ...)")
+	kind := fs.String("kind", "", "only events of these comma-separated `kinds` (exec, egress, dns, ...)")
+	decision := fs.String("decision", "", "only events with this `decision` (allow, deny)")
+	follow := fs.Bool("follow", false, "keep printing new events until interrupted")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -150,19 +152,23 @@ SESSION is an id, a unique part of one, or "last".`, "    enclave log last\n    
 	if !*jsonOut {
 		fmt.Fprintf(e.Stdout, "session %s: %s\n", s.ID, strings.Join(s.Command, " "))
 	}
-	err = st.store.Records(ctx, store.Filter{Session: s.ID, Kinds: kinds(*kind)}, func(r store.Record) error {
-		_, ev, err := audit.ParseLeaf(r.Data)
-		if err != nil {
-			return fmt.Errorf("audit record %d: %w", r.Seq, err)
-		}
+	each := func(r audit.Record) error {
+		ev := r.Event
 		if *jsonOut {
 			return enc.Encode(map[string]any{"seq": r.Seq, "time": ev.Time, "session": ev.Session, "kind": ev.Kind,
 				"actor": ev.Actor, "decision": ev.Decision, "data": ev.Data})
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", ev.Time.Local().Format("15:04:05.000"), r.Seq, ev.Kind, ev.Decision, describeEvent(ev))
+		if *follow {
+			return tw.Flush()
+		}
 		return nil
-	})
-	if err != nil {
+	}
+	f := audit.Filter{Session: s.ID, Kinds: kinds(*kind), Decision: *decision}
+	if *follow {
+		return audit.Follow(ctx, st.store, f, 250*time.Millisecond, each)
+	}
+	if err := audit.Records(ctx, st.store, f, each); err != nil {
 		return err
 	}
 	return tw.Flush()
@@ -298,7 +304,6 @@ func writeStat(w io.Writer, c *workspace.Change) error {
 	return tw.Flush()
 }
 
-var _ = time.Second
 
 func kinds(k string) []string {
 	if k == "" {
