@@ -304,7 +304,6 @@ func writeStat(w io.Writer, c *workspace.Change) error {
 	return tw.Flush()
 }
 
-
 func kinds(k string) []string {
 	if k == "" {
 		return nil
