@@ -15,19 +15,24 @@
 //     position, so a record moved elsewhere is recognised as reordered.
 //   - Signed checkpoints: the tree head (size, root) in the transparency
 //     log checkpoint layout, signed as a golang.org/x/mod/sumdb/note with
-//     an ed25519 key, every N events, every T seconds with unsigned events,
-//     at Close, and on demand. Checkpoints are stored and can be published
-//     elsewhere; [Verify] takes published ones too.
+//     an ed25519 key. Every committed batch carries its own signed head
+//     checkpoint, written in the same transaction, so no acknowledged event
+//     is ever unsigned; records found after the newest checkpoint are
+//     reported as forged ([ProblemUnsigned]). Checkpoints are also retained
+//     every N events, every T seconds with new events, at Close and on
+//     demand, and can be published elsewhere; [Verify] takes published
+//     ones too.
 //   - [Verify] recomputes the whole tree and names the first bad record
 //     and what is wrong with it ([Problem]); [Prove] and
 //     [Verifier.CheckProof] give and check inclusion proofs offline.
 //
 // # What it does not guarantee
 //
-// Someone who can write the database can delete records that no
-// checkpoint covers yet (the unsigned tail, reported by Verify) and can
-// delete checkpoints themselves; only checkpoints kept elsewhere (published)
-// catch a rewrite of the whole log including its checkpoints. If events and
+// Someone who can write the database can delete the newest records
+// together with the head and retained checkpoints covering them, back to
+// an older retained checkpoint; and can rewrite the whole log including
+// its checkpoints if they hold the key. Only checkpoints kept elsewhere
+// (published) catch that. If events and
 // their stored hashes are rewritten together, Verify can only name the
 // range between the two checkpoints around the change, not the record. The
 // signing key lives on the same machine as the log: an attacker with root
@@ -57,9 +62,6 @@ const (
 	KindSessionEnd   = "session.end"
 	KindDiff         = "diff"
 	KindModelCall    = "model.call"
-	// KindRecovered is written by Open when it signs records that followed
-	// the last checkpoint (after a crash, typically).
-	KindRecovered = "audit.recovered"
 )
 
 // Decisions for Event.Decision.
@@ -170,12 +172,6 @@ type DiffData struct {
 	// PatchSHA256 is the hex SHA-256 of the unified diff, so the exact
 	// change can be matched later without storing it in the log.
 	PatchSHA256 string `json:"patch_sha256"`
-}
-
-// RecoveredData is the Data of an "audit.recovered" event.
-type RecoveredData struct {
-	SignedSize      int64 `json:"signed_size"`
-	UnsignedRecords int64 `json:"unsigned_records"`
 }
 
 // Record is one decoded log entry.

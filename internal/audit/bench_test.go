@@ -107,7 +107,7 @@ func bigLog(b *testing.B, n int) (*store.SQLite, *audit.Key) {
 				}
 				recs = append(recs, store.Record{Seq: seq, Session: ev.Session, Kind: ev.Kind, Decision: ev.Decision, Time: ev.Time, Data: leaf, Hashes: hs})
 			}
-			if err := st.AppendRecords(ctx, recs); err != nil {
+			if err := st.AppendRecords(ctx, recs, nil); err != nil {
 				b.Fatal(err)
 			}
 			if size := int64(start + len(recs)); size%100000 == 0 || size == int64(n) {

@@ -154,7 +154,7 @@ func TestCrashLoop(t *testing.T) {
 		if missing > 0 {
 			t.Fatalf("round %d: %d acknowledged events missing after kill -9", round, missing)
 		}
-		t.Logf("round %d: killed after %v; %d acks this round, %d in all, log of %d records verifies (%d unsigned)", round, delay, n, len(acked), rep.Records, rep.Unsigned)
+		t.Logf("round %d: killed after %v; %d acks this round, %d in all, log of %d records verifies, newest checkpoint %d", round, delay, n, len(acked), rep.Records, rep.Latest.Tree.N)
 	}
 	if len(acked) == 0 {
 		t.Fatalf("no events acknowledged in %d rounds", rounds)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -98,7 +97,8 @@ type Log struct {
 	size       int64
 	stale      bool
 	fr         frontier
-	lastCP     *Checkpoint
+	head       *Checkpoint // signed with the last batch this process committed
+	retained   int64       // size of the newest retained checkpoint
 	lastCPTime time.Time
 	buf        []byte
 	recs       []store.Record
@@ -131,12 +131,11 @@ type cpResult struct {
 // read-only: Append and Checkpoint return ErrReadOnly, the rest works.
 //
 // With a key, Open first checks the end of the log: the newest checkpoint
-// must verify under the key and match the stored tree, and every record
-// after it must match its stored hashes. If that fails, Open returns the
-// *VerifyError and no Log (fail closed: run Verify to see the whole
-// picture). If unsigned records follow the last checkpoint (a crash, or
-// another process still writing), Open records an "audit.recovered" event
-// saying so and signs a checkpoint covering them.
+// must verify under the key and match the stored tree, and no record may
+// follow it (every batch is committed with its own signed head checkpoint,
+// so even after kill -9 none does). If that fails, Open returns the
+// *VerifyError and no Log: fail closed, and run Verify to see the whole
+// picture.
 func Open(ctx context.Context, st store.Store, key *Key, opts Options) (*Log, error) {
 	if opts.CheckpointEvery <= 0 {
 		opts.CheckpointEvery = 1000
@@ -174,51 +173,35 @@ func Open(ctx context.Context, st store.Store, key *Key, opts Options) (*Log, er
 	if err := checkOrigin(l.origin); err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
-	unsigned, err := l.recover(ctx)
-	if err != nil {
+	if err := l.recover(ctx); err != nil {
 		return nil, fmt.Errorf("open audit log: %w", err)
 	}
 	l.reqs = make(chan *appendReq, opts.MaxBatch)
 	l.cpReqs = make(chan *cpReq)
 	go l.run()
-	if unsigned > 0 {
-		signed := int64(0)
-		if l.lastCP != nil {
-			signed = l.lastCP.Tree.N
-		}
-		data, _ := json.Marshal(map[string]int64{"signed_size": signed, "unsigned_records": unsigned})
-		if _, err := l.Append(ctx, Event{Kind: KindRecovered, Actor: "enclave", Data: data}); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("open audit log: record recovery: %w", err)
-		}
-		if _, err := l.Checkpoint(ctx); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("open audit log: %w", err)
-		}
-		l.log.Warn("audit log had unsigned records after its last checkpoint; checked and signed them",
-			"signed_size", signed, "unsigned_records", unsigned)
-	}
 	return l, nil
 }
 
-// recover checks the newest checkpoint and the records after it, and sets
-// up the writer state. It returns the number of unsigned records.
-func (l *Log) recover(ctx context.Context) (int64, error) {
-	size, err := l.st.RecordCount(ctx)
-	if err != nil {
-		return 0, err
-	}
+// tailCheck bounds how many of the newest records Open re-hashes.
+const tailCheck = 4096
+
+// recover checks the newest checkpoint against the stored tree and the
+// newest records against their hashes, and sets up the writer state.
+func (l *Log) recover(ctx context.Context) error {
 	cps, err := l.st.Checkpoints(ctx)
 	if err != nil {
-		return 0, err
+		return err
+	}
+	size, err := l.st.RecordCount(ctx)
+	if err != nil {
+		return err
 	}
 	v, err := NewVerifier(l.origin, l.key.Public)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	var from int64
-	var cps2 []*Checkpoint
 	l.lastCPTime = l.opts.Now()
+	signed := int64(0)
 	if len(cps) > 0 {
 		last := cps[len(cps)-1]
 		cp, err := v.OpenCheckpoint(last.Note)
@@ -227,37 +210,50 @@ func (l *Log) recover(ctx context.Context) (int64, error) {
 			if errors.As(err, &ve) {
 				ve.Checkpoint = last.Size
 			}
-			return 0, err
+			return err
 		}
 		if cp.Tree.N > size {
-			return 0, &VerifyError{Seq: size, Checkpoint: cp.Tree.N, Problem: ProblemTruncated,
+			return &VerifyError{Seq: size, Checkpoint: cp.Tree.N, Problem: ProblemTruncated,
 				Detail: fmt.Sprintf("log ends at record %d but the newest checkpoint signs %d records", size, cp.Tree.N)}
 		}
 		th, err := tlog.TreeHash(cp.Tree.N, l.st)
 		if err != nil {
-			return 0, fmt.Errorf("read tree at newest checkpoint: %w", err)
+			return fmt.Errorf("read tree at newest checkpoint: %w", err)
 		}
 		if th != cp.Tree.Hash {
-			return 0, &VerifyError{Seq: -1, Checkpoint: cp.Tree.N, Problem: ProblemEdited,
+			return &VerifyError{Seq: -1, Checkpoint: cp.Tree.N, Problem: ProblemEdited,
 				Detail: "the stored tree does not hash to the newest checkpoint's root; run verify to locate the records"}
 		}
-		from = cp.Tree.N
-		l.lastCP = cp
-		l.lastCPTime = last.Time
-		cps2 = []*Checkpoint{cp}
+		signed = cp.Tree.N
+		l.head = cp
+		for i := len(cps) - 1; i >= 0; i-- {
+			if !cps[i].Head {
+				l.retained, l.lastCPTime = cps[i].Size, cps[i].Time
+				break
+			}
+		}
 	}
-	c := newChecker(from, cps2)
-	c.fr.fallback = l.st
-	if err := c.scan(ctx, l.st, from, 0); err != nil {
-		return 0, err
+	if size > signed {
+		return unsignedError(signed, size)
 	}
-	if err := c.finish(size); err != nil {
-		return 0, err
+	// Re-hash the newest records: a torn or damaged tail is reported here,
+	// not written on top of.
+	if size > 0 {
+		from := max(l.retained, size-tailCheck, 0)
+		c := newChecker(from, []*Checkpoint{l.head})
+		c.good = from
+		c.fr.fallback = l.st
+		if err := c.scan(ctx, l.st, from, 0); err != nil {
+			return err
+		}
+		if err := c.finish(size); err != nil {
+			return err
+		}
 	}
 	l.size = size
-	l.fr = c.fr
+	l.fr.reset()
 	l.fr.fallback = l.st
-	return size - from, nil
+	return nil
 }
 
 // Append records ev and returns once it is durable. It fails, and the
@@ -464,10 +460,15 @@ func (l *Log) commit(batch []*appendReq) {
 			}
 		}
 		saved := l.fr
+		var head *Checkpoint
 		if err = l.build(batch); err == nil {
-			err = l.st.AppendRecords(ctx, l.recs)
+			head, err = l.signHead(l.size + int64(len(batch)))
 		}
 		if err == nil {
+			err = l.st.AppendRecords(ctx, l.recs, &store.Checkpoint{Size: head.Tree.N, Time: l.opts.Now(), Note: head.Note})
+		}
+		if err == nil {
+			l.head = head
 			for i, r := range batch {
 				r.done <- appendResult{e: Entry{Seq: l.recs[i].Seq, Hash: l.recs[i].Hashes[0]}}
 			}
@@ -517,15 +518,21 @@ func (l *Log) build(batch []*appendReq) error {
 	return nil
 }
 
-func (l *Log) maybeCheckpoint() {
-	signed := int64(0)
-	if l.lastCP != nil {
-		signed = l.lastCP.Tree.N
+// signHead signs the tree of the first size records, as it stands on the
+// frontier after build.
+func (l *Log) signHead(size int64) (*Checkpoint, error) {
+	th, err := tlog.TreeHash(size, &l.fr)
+	if err != nil {
+		return nil, fmt.Errorf("tree hash at %d: %w", size, err)
 	}
-	if l.size <= signed {
+	return signCheckpoint(l.key, l.origin, tlog.Tree{N: size, Hash: th})
+}
+
+func (l *Log) maybeCheckpoint() {
+	if l.size <= l.retained {
 		return
 	}
-	if l.size-signed < l.opts.CheckpointEvery && l.opts.Now().Sub(l.lastCPTime) < l.opts.CheckpointInterval {
+	if l.size-l.retained < l.opts.CheckpointEvery && l.opts.Now().Sub(l.lastCPTime) < l.opts.CheckpointInterval {
 		return
 	}
 	if _, err := l.checkpoint(); err != nil {
@@ -533,29 +540,30 @@ func (l *Log) maybeCheckpoint() {
 	}
 }
 
-// checkpoint runs in the writer goroutine, which owns the tree state.
+// checkpoint runs in the writer goroutine, which owns the tree state. It
+// retains a checkpoint of the log as this process last wrote it: the head
+// signed with the last batch, or a fresh signature after a reload.
 func (l *Log) checkpoint() (*Checkpoint, error) {
 	if l.stale {
 		if err := l.reload(); err != nil {
 			return nil, fmt.Errorf("checkpoint: %w", err)
 		}
 	}
-	if l.lastCP != nil && l.lastCP.Tree.N == l.size {
-		return l.lastCP, nil
+	cp := l.head
+	if cp == nil || cp.Tree.N != l.size {
+		var err error
+		if cp, err = l.signHead(l.size); err != nil {
+			return nil, fmt.Errorf("checkpoint: %w", err)
+		}
 	}
-	th, err := tlog.TreeHash(l.size, &l.fr)
-	if err != nil {
-		return nil, fmt.Errorf("checkpoint: tree hash at %d: %w", l.size, err)
-	}
-	cp, err := signCheckpoint(l.key, l.origin, tlog.Tree{N: l.size, Hash: th})
-	if err != nil {
-		return nil, err
+	if l.retained == l.size {
+		return cp, nil
 	}
 	now := l.opts.Now()
 	if _, err := l.st.SaveCheckpoint(context.Background(), store.Checkpoint{Size: l.size, Time: now, Note: cp.Note}); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	l.lastCP, l.lastCPTime = cp, now
+	l.retained, l.lastCPTime = l.size, now
 	return cp, nil
 }
 

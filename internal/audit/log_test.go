@@ -14,7 +14,9 @@ import (
 
 	"github.com/enclave-dev/enclave/internal/audit"
 	"github.com/enclave-dev/enclave/internal/store"
+	"github.com/enclave-dev/enclave/internal/store/storetest"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // A fixed key, so checkpoints are reproducible: ed25519 signatures are
@@ -150,7 +152,7 @@ func TestAppendVerifyProve(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify = %v", err)
 			}
-			if rep.Records != n || rep.Unsigned != 0 || rep.Latest == nil || rep.Latest.Tree.N != n || rep.Checkpoints < n/100 {
+			if rep.Records != n || rep.Latest == nil || rep.Latest.Tree.N != n || rep.Checkpoints < n/100 {
 				t.Errorf("Verify report = %+v, want %d records all signed, >= %d checkpoints", rep, n, n/100)
 			}
 			// Every acked event is stored at its seq, exactly as appended.
@@ -261,8 +263,8 @@ func TestCheckpointPolicy(t *testing.T) {
 		}
 	}
 	cps, _ := st.Checkpoints(ctx)
-	if len(cps) != 2 || cps[0].Size != 10 || cps[1].Size != 20 {
-		t.Errorf("checkpoints after 25 serial appends, every 10 = %v, want sizes 10, 20", sizes(cps))
+	if got := fmt.Sprint(sizes(cps)); got != "[10 20 25(head)]" {
+		t.Errorf("checkpoints after 25 serial appends, every 10 = %v, want [10 20 25(head)]", got)
 	}
 	cp, err := l.Checkpoint(ctx)
 	if err != nil || cp.Tree.N != 25 {
@@ -274,8 +276,8 @@ func TestCheckpointPolicy(t *testing.T) {
 	}
 	l.Close()
 	cps, _ = st.Checkpoints(ctx)
-	if len(cps) != 3 {
-		t.Errorf("checkpoints after Close = %v, want no duplicate of size 25", sizes(cps))
+	if got := fmt.Sprint(sizes(cps)); got != "[10 20 25 25(head)]" {
+		t.Errorf("checkpoints after Close = %v, want [10 20 25 25(head)] (no duplicate)", got)
 	}
 
 	// Interval: with a clock that jumps, the ticker signs the tail.
@@ -294,7 +296,7 @@ func TestCheckpointPolicy(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		cps, _ := st2.Checkpoints(ctx)
-		if len(cps) > 0 && cps[len(cps)-1].Size == 1 {
+		if len(cps) > 0 && !cps[0].Head && cps[0].Size == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -304,37 +306,81 @@ func TestCheckpointPolicy(t *testing.T) {
 	}
 }
 
-func sizes(cps []store.Checkpoint) []int64 {
-	var out []int64
+func sizes(cps []store.Checkpoint) []string {
+	var out []string
 	for _, c := range cps {
-		out = append(out, c.Size)
+		s := fmt.Sprint(c.Size)
+		if c.Head {
+			s += "(head)"
+		}
+		out = append(out, s)
 	}
 	return out
 }
 
-func TestOpenRecoversUnsignedTail(t *testing.T) {
+func TestEveryAckIsSigned(t *testing.T) {
+	// Each batch commits with its own head checkpoint: at any moment the
+	// newest checkpoint covers every acknowledged event, with no Close and
+	// no explicit Checkpoint.
 	ctx := context.Background()
 	st := store.NewMemory()
 	k := fixedKey(t)
 	l := openLog(t, st, k, audit.Options{CheckpointEvery: 1 << 30, CheckpointInterval: time.Hour})
+	defer l.Close()
+	v := verifier(t, k)
+	for i := 0; i < 20; i++ {
+		e, err := l.Append(ctx, testEvent(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := audit.Verify(ctx, st, audit.VerifyOptions{Verifier: v})
+		if err != nil || rep.Latest == nil || rep.Latest.Tree.N != e.Seq+1 {
+			t.Fatalf("after ack of %d: Verify = %+v, %v, want a checkpoint of size %d", e.Seq, rep, err, e.Seq+1)
+		}
+		p, err := audit.Prove(ctx, st, e.Seq, nil)
+		if err != nil {
+			t.Fatalf("Prove(%d) right after ack = %v", e.Seq, err)
+		}
+		if _, _, err := v.CheckProof(p); err != nil {
+			t.Fatalf("CheckProof(%d) = %v", e.Seq, err)
+		}
+	}
+}
+
+func TestOpenRefusesForgedTail(t *testing.T) {
+	// Records appended behind Enclave's back (consistent hashes, but no
+	// signature) make Open fail closed and Verify name them.
+	ctx := context.Background()
+	st := store.NewMemory()
+	k := fixedKey(t)
+	l := openLog(t, st, k, audit.Options{})
 	for i := 0; i < 5; i++ {
 		l.Append(ctx, testEvent(i))
 	}
-	l.Checkpoint(ctx)
-	for i := 5; i < 12; i++ {
-		l.Append(ctx, testEvent(i))
+	l.Close()
+	// Well-formed events with correct tree hashes, only unsigned.
+	forged := storetest.MakeRecords(t, st, 5, 1)
+	ev := testEvent(5)
+	leaf, err := audit.EncodeLeaf(5, &ev)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Simulate a crash: no Close, a new Log on the same store.
-	l2 := openLog(t, st, k, audit.Options{})
-	defer l2.Close()
-	var rec *audit.Record
-	audit.Records(ctx, st, audit.Filter{Kinds: []string{audit.KindRecovered}}, func(r audit.Record) error { rec = &r; return nil })
-	if rec == nil || rec.Seq != 12 || string(rec.Event.Data) != `{"signed_size":5,"unsigned_records":7}` {
-		t.Fatalf("recovery event = %+v, want seq 12 noting 7 unsigned after 5", rec)
+	hs, err := tlog.StoredHashes(5, leaf, st)
+	if err != nil {
+		t.Fatal(err)
 	}
-	rep, err := audit.Verify(ctx, st, audit.VerifyOptions{Verifier: verifier(t, k)})
-	if err != nil || rep.Unsigned != 0 || rep.Records != 13 {
-		t.Fatalf("Verify after recovery = %+v, %v, want 13 records, all signed", rep, err)
+	forged[0] = store.Record{Seq: 5, Session: ev.Session, Kind: ev.Kind, Decision: ev.Decision, Time: ev.Time, Data: leaf, Hashes: hs}
+	if err := st.AppendRecords(ctx, forged, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = audit.Open(ctx, st, k, audit.Options{})
+	var ve *audit.VerifyError
+	if !errors.As(err, &ve) || ve.Problem != audit.ProblemUnsigned || ve.Seq != 5 {
+		t.Fatalf("Open with a forged tail = %v, want unsigned at 5", err)
+	}
+	_, err = audit.Verify(ctx, st, audit.VerifyOptions{Verifier: verifier(t, k)})
+	if !errors.As(err, &ve) || ve.Problem != audit.ProblemUnsigned || ve.Seq != 5 {
+		t.Fatalf("Verify with a forged tail = %v, want unsigned at 5", err)
 	}
 }
 

@@ -125,8 +125,8 @@ func rowData(t *testing.T, db *sql.DB, seq int64) []byte {
 }
 
 // rehash recomputes every stored tree hash from the (tampered) events, as
-// an attacker covering their tracks would.
-func rehash(t *testing.T, db *sql.DB) {
+// an attacker covering their tracks would, and returns the new tree.
+func rehash(t *testing.T, db *sql.DB) tlog.HashReader {
 	t.Helper()
 	rows, err := db.Query("SELECT seq, data FROM records ORDER BY seq")
 	if err != nil {
@@ -160,6 +160,7 @@ func rehash(t *testing.T, db *sql.DB) {
 		}
 		execSQL(t, db, "UPDATE records SET hashes = ? WHERE seq = ?", blob, seq)
 	}
+	return r
 }
 
 func signNote(t *testing.T, k *audit.Key, text string) []byte {
@@ -263,13 +264,66 @@ func testVerifyDetectsTampering(t *testing.T) {
 			seq: 250, problem: audit.ProblemTruncated,
 		},
 		{
-			name: "truncate records and checkpoints, caught by a published checkpoint",
+			name: "truncate records, retained checkpoints and head",
 			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
 				execSQL(t, db, "DELETE FROM records WHERE seq >= 250")
 				execSQL(t, db, "DELETE FROM checkpoints WHERE size > 250")
+				execSQL(t, db, "DELETE FROM head")
+			},
+			seq: 200, problem: audit.ProblemUnsigned, detail: "records 200..249",
+		},
+		{
+			name: "truncate back to a retained checkpoint, caught by a published checkpoint",
+			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
+				execSQL(t, db, "DELETE FROM records WHERE seq >= 200")
+				execSQL(t, db, "DELETE FROM checkpoints WHERE size > 200")
+				execSQL(t, db, "DELETE FROM head")
 			},
 			published: true,
-			seq:       250, problem: audit.ProblemTruncated,
+			seq:       200, problem: audit.ProblemTruncated,
+		},
+		{
+			name: "append a forged event with consistent hashes",
+			tamper: func(t *testing.T, db *sql.DB, _ *audit.Checkpoint) {
+				ev := testEvent(999)
+				leaf, err := audit.EncodeLeaf(tamperN, &ev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Compute the tree hashes as a forger would.
+				var recs []store.Record
+				rows, _ := db.Query("SELECT seq, data FROM records ORDER BY seq")
+				for rows.Next() {
+					var r store.Record
+					rows.Scan(&r.Seq, &r.Data)
+					recs = append(recs, r)
+				}
+				rows.Close()
+				recs = append(recs, store.Record{Seq: tamperN, Data: leaf})
+				var blob []byte
+				m := map[int64]tlog.Hash{}
+				hr := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+					out := make([]tlog.Hash, len(idx))
+					for i, x := range idx {
+						out[i] = m[x]
+					}
+					return out, nil
+				})
+				for _, r := range recs {
+					hs, _ := tlog.StoredHashes(r.Seq, r.Data, hr)
+					for j, h := range hs {
+						m[tlog.StoredHashIndex(0, r.Seq)+int64(j)] = h
+					}
+					if r.Seq == tamperN {
+						for _, h := range hs {
+							blob = append(blob, h[:]...)
+						}
+					}
+				}
+				execSQL(t, db, "INSERT INTO records(seq, session, kind, decision, time, data, hashes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+					tamperN, ev.Session, ev.Kind, ev.Decision, ev.Time.UnixNano(), leaf, blob)
+			},
+			seq: tamperN, problem: audit.ProblemUnsigned,
 		},
 		{
 			name: "rewrite history and checkpoints with the key, caught by a published checkpoint",
@@ -279,9 +333,16 @@ func testVerifyDetectsTampering(t *testing.T) {
 				execSQL(t, db, "UPDATE records SET data = ? WHERE seq = 42", b)
 				rehash(t, db)
 				execSQL(t, db, "DELETE FROM checkpoints")
+				// The forger holds the key and re-signs the rewritten tree.
+				root, err := tlog.TreeHash(tamperN, rehash(t, db))
+				if err != nil {
+					t.Fatal(err)
+				}
+				note := signNote(t, k, string(audit.FormatCheckpoint("enclave-test", tlog.Tree{N: tamperN, Hash: root})))
+				execSQL(t, db, "UPDATE head SET note = ?", note)
 			},
 			published: true,
-			seq:       0, problem: audit.ProblemEdited, detail: "root signed at size 300",
+			seq:       -1, problem: audit.ProblemFork,
 		},
 		{
 			name: "replace a checkpoint's root, keeping its signature",
@@ -377,7 +438,7 @@ func TestVerifyUntamperedAndPublished(t *testing.T) {
 	}
 	defer st.Close()
 	rep, err := audit.Verify(context.Background(), st, audit.VerifyOptions{Verifier: verifier(t, fixedKey(t)), Published: [][]byte{final.Note}})
-	if err != nil || rep.Records != tamperN || rep.Unsigned != 0 {
+	if err != nil || rep.Records != tamperN || rep.Latest.Tree.N != tamperN {
 		t.Fatalf("Verify(untouched) = %+v, %v", rep, err)
 	}
 }

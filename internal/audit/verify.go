@@ -39,6 +39,10 @@ const (
 	ProblemMalformed Problem = "malformed"
 	// ProblemFork: two checkpoints are not consistent with one another.
 	ProblemFork Problem = "fork"
+	// ProblemUnsigned: records follow the newest checkpoint. Every batch
+	// Enclave commits carries its own signed head checkpoint, so these
+	// were added outside Enclave (forged) or the head was removed.
+	ProblemUnsigned Problem = "unsigned"
 	// ProblemIndex: a record's query columns (session, kind, decision,
 	// time) disagree with its signed event, so filtered reads would lie.
 	ProblemIndex Problem = "index"
@@ -89,14 +93,16 @@ type VerifyOptions struct {
 type Report struct {
 	// Records is the number of records verified.
 	Records int64
-	// Checkpoints is the number of checkpoints verified.
+	// Checkpoints is the number of distinct checkpoints verified.
 	Checkpoints int
-	// Latest is the largest verified checkpoint, or nil if there is none.
+	// Latest is the largest verified checkpoint (it covers every record),
+	// or nil for an empty log without checkpoints.
 	Latest *Checkpoint
-	// Unsigned is the number of records after Latest: they match the
-	// stored tree but no signature covers them yet, so their deletion could
-	// not be detected.
-	Unsigned int64
+}
+
+func unsignedError(signed, size int64) *VerifyError {
+	return &VerifyError{Seq: signed, Checkpoint: signed, Problem: ProblemUnsigned,
+		Detail: fmt.Sprintf("records %d..%d are covered by no signed checkpoint (added outside Enclave, or the head checkpoint was removed)", signed, size-1)}
 }
 
 // Verify recomputes the whole Merkle tree from the stored records, checks
@@ -108,22 +114,46 @@ func Verify(ctx context.Context, st store.Store, opts VerifyOptions) (*Report, e
 	if opts.Verifier == nil {
 		return nil, errors.New("verify: no verifier (public key) given")
 	}
+	// Checkpoints first, then the record count: records are only ever
+	// appended, so a checkpoint read first that exceeds the count read
+	// after it means truncation. If records were appended in between (a
+	// live log), their head checkpoint was committed with them: read the
+	// checkpoints again and take those the counted records reach.
 	stored, err := st.Checkpoints(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
+	size, err := st.RecordCount(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if len(stored) == 0 || stored[len(stored)-1].Size < size {
+		again, err := st.Checkpoints(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		for _, c := range again {
+			if c.Size <= size && !slices.ContainsFunc(stored, func(o store.Checkpoint) bool { return o.Head == c.Head && o.ID == c.ID && o.Size == c.Size }) {
+				stored = append(stored, c)
+			}
+		}
+	}
 	var cps []*Checkpoint
 	for _, sc := range stored {
+		name := fmt.Sprintf("stored checkpoint #%d", sc.ID)
+		if sc.Head {
+			name = "head checkpoint"
+		}
 		cp, err := opts.Verifier.OpenCheckpoint(sc.Note)
 		if err != nil {
 			ve := err.(*VerifyError)
 			ve.Checkpoint = sc.Size
-			ve.Detail = fmt.Sprintf("stored checkpoint #%d: %s", sc.ID, ve.Detail)
+			ve.Detail = name + ": " + ve.Detail
 			return nil, ve
 		}
 		if cp.Tree.N != sc.Size {
 			return nil, &VerifyError{Seq: -1, Checkpoint: cp.Tree.N, Problem: ProblemIndex,
-				Detail: fmt.Sprintf("stored checkpoint #%d is filed under size %d but signs size %d", sc.ID, sc.Size, cp.Tree.N)}
+				Detail: fmt.Sprintf("%s is filed under size %d but signs size %d", name, sc.Size, cp.Tree.N)}
 		}
 		cps = append(cps, cp)
 	}
@@ -145,10 +175,6 @@ func Verify(ctx context.Context, st store.Store, opts VerifyOptions) (*Report, e
 	}
 	cps = slices.CompactFunc(cps, func(a, b *Checkpoint) bool { return a.Tree == b.Tree })
 
-	size, err := st.RecordCount(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
-	}
 	if err := verifyRecords(ctx, st, size, cps); err != nil {
 		var ve *VerifyError
 		if errors.As(err, &ve) {
@@ -171,10 +197,14 @@ func Verify(ctx context.Context, st store.Store, opts VerifyOptions) (*Report, e
 				Detail: fmt.Sprintf("not consistent with the checkpoint of size %d: %v", a.Tree.N, err)}
 		}
 	}
-	r := &Report{Records: size, Checkpoints: len(cps), Unsigned: size}
+	r := &Report{Records: size, Checkpoints: len(cps)}
+	signed := int64(0)
 	if len(cps) > 0 {
 		r.Latest = cps[len(cps)-1]
-		r.Unsigned = size - r.Latest.Tree.N
+		signed = r.Latest.Tree.N
+	}
+	if signed < size {
+		return nil, unsignedError(signed, size)
 	}
 	return r, nil
 }

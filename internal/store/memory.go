@@ -17,6 +17,7 @@ type Memory struct {
 	closed   bool
 	records  []Record
 	cps      []Checkpoint
+	head     *Checkpoint
 	sessions map[string]*Session
 	// FailAppend, when set, is returned by AppendRecords without writing;
 	// tests use it to play an unavailable database.
@@ -30,7 +31,7 @@ func NewMemory() *Memory {
 	return &Memory{sessions: make(map[string]*Session)}
 }
 
-func (m *Memory) AppendRecords(ctx context.Context, recs []Record) error {
+func (m *Memory) AppendRecords(ctx context.Context, recs []Record, head *Checkpoint) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -44,8 +45,13 @@ func (m *Memory) AppendRecords(ctx context.Context, recs []Record) error {
 			return err
 		}
 	}
-	if err := checkBatch(recs, int64(len(m.records))); err != nil {
+	if err := checkBatch(recs, head, int64(len(m.records))); err != nil {
 		return err
+	}
+	if head != nil {
+		h := *head
+		h.ID, h.Head, h.Note = 0, true, append([]byte(nil), head.Note...)
+		m.head = &h
 	}
 	for _, r := range recs {
 		r.Data = append([]byte(nil), r.Data...)
@@ -118,6 +124,7 @@ func (m *Memory) SaveCheckpoint(ctx context.Context, c Checkpoint) (int64, error
 		return 0, ErrClosed
 	}
 	c.ID = int64(len(m.cps)) + 1
+	c.Head = false
 	c.Note = append([]byte(nil), c.Note...)
 	m.cps = append(m.cps, c)
 	return c.ID, nil
@@ -129,17 +136,17 @@ func (m *Memory) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
 	if m.closed {
 		return nil, ErrClosed
 	}
-	out := make([]Checkpoint, len(m.cps))
-	for i, c := range m.cps {
+	out := make([]Checkpoint, 0, len(m.cps)+1)
+	for _, c := range m.cps {
 		c.Note = append([]byte(nil), c.Note...)
-		out[i] = c
+		out = append(out, c)
 	}
-	sort.SliceStable(out, func(i, j int) bool {
-		if out[i].Size != out[j].Size {
-			return out[i].Size < out[j].Size
-		}
-		return out[i].ID < out[j].ID
-	})
+	if m.head != nil {
+		h := *m.head
+		h.Note = append([]byte(nil), h.Note...)
+		out = append(out, h)
+	}
+	sortCheckpoints(out)
 	return out, nil
 }
 

@@ -75,6 +75,13 @@ var migrations = []string{
 		summary       BLOB
 	);
 	CREATE INDEX sessions_started ON sessions(started, id);`,
+	// The head checkpoint, replaced with every batch of records.
+	`CREATE TABLE head (
+		id   INTEGER PRIMARY KEY CHECK (id = 1),
+		size INTEGER NOT NULL,
+		time INTEGER NOT NULL,
+		note BLOB    NOT NULL
+	);`,
 }
 
 // SchemaVersion is the schema version this build writes.
@@ -192,14 +199,14 @@ func (s *SQLite) check() error {
 // per batch is most of the group-commit speed.
 const insertChunk = 64
 
-func (s *SQLite) AppendRecords(ctx context.Context, recs []Record) error {
+func (s *SQLite) AppendRecords(ctx context.Context, recs []Record, head *Checkpoint) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(); err != nil {
 		return err
 	}
 	if len(recs) == 0 {
-		return checkBatch(recs, 0)
+		return checkBatch(recs, head, 0)
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
@@ -210,7 +217,7 @@ func (s *SQLite) AppendRecords(ctx context.Context, recs []Record) error {
 	if err != nil {
 		return fmt.Errorf("append records: %w", err)
 	}
-	if err := checkBatch(recs, end); err != nil {
+	if err := checkBatch(recs, head, end); err != nil {
 		return err
 	}
 	var stmtFull *sql.Stmt
@@ -250,6 +257,11 @@ func (s *SQLite) AppendRecords(ctx context.Context, recs []Record) error {
 	}
 	if stmtFull != nil {
 		defer stmtFull.Close()
+	}
+	if head != nil {
+		if _, err := tx.ExecContext(ctx, "INSERT OR REPLACE INTO head(id, size, time, note) VALUES (1, ?, ?, ?)", head.Size, head.Time.UnixNano(), head.Note); err != nil {
+			return fmt.Errorf("append records: head checkpoint: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("append records: commit: %w", err)
@@ -426,7 +438,7 @@ func (s *SQLite) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, "SELECT id, size, time, note FROM checkpoints ORDER BY size, id")
+	rows, err := s.r.QueryContext(ctx, "SELECT id, size, time, note, 0 FROM checkpoints UNION ALL SELECT 0, size, time, note, 1 FROM head")
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", err)
 	}
@@ -435,7 +447,7 @@ func (s *SQLite) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
 	for rows.Next() {
 		var c Checkpoint
 		var t int64
-		if err := rows.Scan(&c.ID, &c.Size, &t, &c.Note); err != nil {
+		if err := rows.Scan(&c.ID, &c.Size, &t, &c.Note, &c.Head); err != nil {
 			return nil, fmt.Errorf("read checkpoints: %w", err)
 		}
 		c.Time = time.Unix(0, t).UTC()
@@ -444,6 +456,7 @@ func (s *SQLite) Checkpoints(ctx context.Context) ([]Checkpoint, error) {
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", err)
 	}
+	sortCheckpoints(out)
 	return out, nil
 }
 

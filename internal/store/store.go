@@ -20,7 +20,9 @@
 //
 // The store guarantees atomicity and order: [Store.AppendRecords] writes a
 // whole batch or nothing, only at the current end of the log, and returns
-// only once the batch is durable. It does not guarantee integrity against
+// only once the batch is durable. The batch carries the signed checkpoint
+// of the log it produces (the head), stored in the same transaction, so no
+// acknowledged record is ever left without a signature over it. It does not guarantee integrity against
 // someone who can write the database file; that is the audit package's job
 // (signed checkpoints and verification).
 package store
@@ -33,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"sort"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -60,11 +63,13 @@ type Store interface {
 	// or none is. recs must be non-empty, recs[0].Seq must equal
 	// RecordCount, sequence numbers must be consecutive, and each record
 	// must carry exactly the number of stored hashes record Seq adds
-	// (see [HashesAdded]). A batch not starting at the end of the log fails
-	// with an error wrapping ErrConflict; other malformed batches fail with
-	// a descriptive error. The store keeps the slices it is given only for
-	// the duration of the call.
-	AppendRecords(ctx context.Context, recs []Record) error
+	// (see [HashesAdded]). If head is non-nil it must have Size equal to
+	// the log size after the batch; it replaces the stored head checkpoint
+	// in the same transaction. A batch not starting at the end of the log
+	// fails with an error wrapping ErrConflict; other malformed batches
+	// fail with a descriptive error. The store keeps the slices it is given
+	// only for the duration of the call.
+	AppendRecords(ctx context.Context, recs []Record, head *Checkpoint) error
 
 	// RecordCount returns the number of records, which is one more than the
 	// highest sequence number stored (0 for an empty log).
@@ -85,7 +90,8 @@ type Store interface {
 	// store does not check signatures.
 	SaveCheckpoint(ctx context.Context, c Checkpoint) (int64, error)
 
-	// Checkpoints returns every stored checkpoint ordered by Size, then ID.
+	// Checkpoints returns every stored checkpoint ordered by Size, then ID,
+	// and the head checkpoint (Head true, ID 0) after those of its size.
 	Checkpoints(ctx context.Context) ([]Checkpoint, error)
 
 	// CreateSession stores a new session; ErrExists if the ID is taken.
@@ -182,8 +188,11 @@ func (f *Filter) Match(r *Record) bool {
 
 // Checkpoint is a signed tree head as stored.
 type Checkpoint struct {
-	// ID is assigned by SaveCheckpoint.
+	// ID is assigned by SaveCheckpoint; 0 for the head.
 	ID int64
+	// Head marks the head checkpoint: the one written with the last batch
+	// of records, replaced by the next.
+	Head bool
 	// Size is the tree size the checkpoint signs (copied out of Note).
 	Size int64
 	// Time is when the checkpoint was saved (not signed).
@@ -252,9 +261,15 @@ func NewSessionID(t time.Time) string {
 
 // checkBatch validates the shape of an AppendRecords batch against the
 // current end of the log.
-func checkBatch(recs []Record, end int64) error {
+func checkBatch(recs []Record, head *Checkpoint, end int64) error {
 	if len(recs) == 0 {
 		return errors.New("append records: empty batch")
+	}
+	if head != nil && head.Size != recs[len(recs)-1].Seq+1 {
+		return fmt.Errorf("append records: head checkpoint has size %d, batch ends the log at %d", head.Size, recs[len(recs)-1].Seq+1)
+	}
+	if head != nil && len(head.Note) == 0 {
+		return errors.New("append records: head checkpoint has no note")
 	}
 	if recs[0].Seq != end {
 		return fmt.Errorf("append records at seq %d, log ends at %d: %w", recs[0].Seq, end, ErrConflict)
@@ -272,6 +287,20 @@ func checkBatch(recs []Record, end int64) error {
 		}
 	}
 	return nil
+}
+
+// sortCheckpoints orders by size, then retained before head, then ID.
+func sortCheckpoints(cps []Checkpoint) {
+	sort.SliceStable(cps, func(i, j int) bool {
+		a, b := cps[i], cps[j]
+		if a.Size != b.Size {
+			return a.Size < b.Size
+		}
+		if a.Head != b.Head {
+			return b.Head
+		}
+		return a.ID < b.ID
+	})
 }
 
 func validSession(s *Session) error {

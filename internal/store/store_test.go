@@ -34,7 +34,7 @@ func TestSQLitePermissions(t *testing.T) {
 		t.Fatalf("OpenSQLite = %v", err)
 	}
 	ctx := context.Background()
-	if err := s.AppendRecords(ctx, storetest.MakeRecords(t, s, 0, 3)); err != nil {
+	if err := s.AppendRecords(ctx, storetest.MakeRecords(t, s, 0, 3), nil); err != nil {
 		t.Fatalf("AppendRecords = %v", err)
 	}
 	for _, p := range []string{dir, path, path + "-wal"} {

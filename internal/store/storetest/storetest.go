@@ -32,6 +32,7 @@ func Run(t *testing.T, newStore func() store.Store) {
 		{"Hashes", testHashes},
 		{"ConcurrentAppend", testConcurrentAppend},
 		{"Checkpoints", testCheckpoints},
+		{"Head", testHead},
 		{"Sessions", testSessions},
 		{"Closed", testClosed},
 	}
@@ -130,7 +131,7 @@ func testAppendRead(t *testing.T, s store.Store) {
 	var want []store.Record
 	for _, size := range []int{1, 7, 100, 1} {
 		recs := MakeRecords(t, s, int64(len(want)), size)
-		if err := s.AppendRecords(ctx, recs); err != nil {
+		if err := s.AppendRecords(ctx, recs, nil); err != nil {
 			t.Fatalf("AppendRecords(%d records) = %v", size, err)
 		}
 		want = append(want, recs...)
@@ -158,7 +159,7 @@ func testAppendRead(t *testing.T, s store.Store) {
 func testFilters(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	all := MakeRecords(t, s, 0, 40)
-	if err := s.AppendRecords(ctx, all); err != nil {
+	if err := s.AppendRecords(ctx, all, nil); err != nil {
 		t.Fatalf("AppendRecords = %v", err)
 	}
 	for _, f := range []store.Filter{
@@ -194,7 +195,7 @@ func testFilters(t *testing.T, s store.Store) {
 func testAppendRejects(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	good := MakeRecords(t, s, 0, 5)
-	if err := s.AppendRecords(ctx, good); err != nil {
+	if err := s.AppendRecords(ctx, good, nil); err != nil {
 		t.Fatalf("AppendRecords = %v", err)
 	}
 	next := MakeRecords(t, s, 5, 4)
@@ -213,7 +214,7 @@ func testAppendRejects(t *testing.T, s store.Store) {
 		{"missing hash mid-batch", badHashes, false},
 		{"gap mid-batch", gap, false},
 	} {
-		err := s.AppendRecords(ctx, tt.recs)
+		err := s.AppendRecords(ctx, tt.recs, nil)
 		if err == nil {
 			t.Errorf("AppendRecords(%s) = nil, want error", tt.name)
 			continue
@@ -225,7 +226,7 @@ func testAppendRejects(t *testing.T, s store.Store) {
 			t.Fatalf("after rejected AppendRecords(%s): RecordCount = %d, want 5 (batch must be all or nothing)", tt.name, n)
 		}
 	}
-	if err := s.AppendRecords(ctx, next); err != nil {
+	if err := s.AppendRecords(ctx, next, nil); err != nil {
 		t.Fatalf("AppendRecords(next) after rejections = %v", err)
 	}
 }
@@ -235,7 +236,7 @@ func testHashes(t *testing.T, s store.Store) {
 	const n = 300
 	recs := MakeRecords(t, s, 0, n)
 	for i := 0; i < n; i += 50 {
-		if err := s.AppendRecords(ctx, recs[i:i+50]); err != nil {
+		if err := s.AppendRecords(ctx, recs[i:i+50], nil); err != nil {
 			t.Fatalf("AppendRecords = %v", err)
 		}
 	}
@@ -302,7 +303,7 @@ func testConcurrentAppend(t *testing.T, s store.Store) {
 				}
 				recs := MakeRecords(t, s, n, 2)
 				mu.Unlock()
-				err = s.AppendRecords(ctx, recs)
+				err = s.AppendRecords(ctx, recs, nil)
 				switch {
 				case err == nil:
 					i++
@@ -461,10 +462,61 @@ func testClosed(t *testing.T, s store.Store) {
 	if _, err := s.RecordCount(ctx); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("RecordCount after Close = %v, want ErrClosed", err)
 	}
-	if err := s.AppendRecords(ctx, []store.Record{{Data: []byte("x"), Hashes: make([]tlog.Hash, 1)}}); !errors.Is(err, store.ErrClosed) {
+	if err := s.AppendRecords(ctx, []store.Record{{Data: []byte("x"), Hashes: make([]tlog.Hash, 1)}}, nil); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("AppendRecords after Close = %v, want ErrClosed", err)
 	}
 	if _, err := s.GetSession(ctx, "x"); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("GetSession after Close = %v, want ErrClosed", err)
+	}
+}
+
+func testHead(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	head := func(size int64) *store.Checkpoint {
+		return &store.Checkpoint{Size: size, Time: t0, Note: fmt.Appendf(nil, "head %d\n", size)}
+	}
+	wantHead := func(size int64) {
+		t.Helper()
+		cps, err := s.Checkpoints(ctx)
+		if err != nil {
+			t.Fatalf("Checkpoints = %v", err)
+		}
+		var heads []store.Checkpoint
+		for _, c := range cps {
+			if c.Head {
+				heads = append(heads, c)
+			}
+		}
+		if len(heads) != 1 || heads[0].Size != size || string(heads[0].Note) != fmt.Sprintf("head %d\n", size) || heads[0].ID != 0 {
+			t.Fatalf("head checkpoints = %+v, want one of size %d", heads, size)
+		}
+	}
+	if err := s.AppendRecords(ctx, MakeRecords(t, s, 0, 3), head(3)); err != nil {
+		t.Fatalf("AppendRecords with head = %v", err)
+	}
+	wantHead(3)
+	if _, err := s.SaveCheckpoint(ctx, store.Checkpoint{Size: 3, Time: t0, Note: []byte("retained 3\n")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendRecords(ctx, MakeRecords(t, s, 3, 2), head(5)); err != nil {
+		t.Fatalf("AppendRecords with head = %v", err)
+	}
+	wantHead(5)
+	// Rejected batches leave the head alone.
+	if err := s.AppendRecords(ctx, MakeRecords(t, s, 5, 2), head(6)); err == nil {
+		t.Errorf("AppendRecords(head size 6 for a log of 7) = nil, want error")
+	}
+	if err := s.AppendRecords(ctx, MakeRecords(t, s, 5, 2)[1:], head(7)); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("AppendRecords(stale) = %v, want ErrConflict", err)
+	}
+	wantHead(5)
+	// A batch without a head keeps the old one (it then lags the log).
+	if err := s.AppendRecords(ctx, MakeRecords(t, s, 5, 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	wantHead(5)
+	cps, _ := s.Checkpoints(ctx)
+	if len(cps) != 2 || cps[0].Head || !cps[1].Head {
+		t.Errorf("Checkpoints = %+v, want the retained one, then the head", cps)
 	}
 }
