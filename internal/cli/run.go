@@ -168,6 +168,11 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 				e.printBanner(s, ws, pol, prof)
 			}
 		},
+		Notify: func(line string) {
+			if !f.quiet {
+				fmt.Fprintf(e.Stderr, "enclave:   %s\n", line)
+			}
+		},
 	})
 	if res != nil && !f.quiet {
 		e.printSummary(res, time.Since(started))
@@ -312,6 +317,11 @@ func (e *Env) printSummary(res *session.Result, took time.Duration) {
 		}
 	}
 	fmt.Fprintf(w, "enclave:   egress: %d flows, %s out, %s in\n", res.Flows, humanBytes(s.BytesUp), humanBytes(s.BytesDown))
+	for _, m := range res.Models {
+		fmt.Fprintf(w, "enclave:   model %s (%s at %s): %d requests, %d refused, %s out, %s in, %d+%d tokens, %d redactions; see: enclave data %s\n",
+			m.Model, m.Provider, m.Upstream, m.Requests, m.Refused, humanBytes(m.RequestBytes), humanBytes(m.ResponseBytes),
+			m.InputTokens, m.OutputTokens, m.Redactions, s.ID)
+	}
 	if res.Change != nil {
 		c := res.Change
 		fmt.Fprintf(w, "enclave:   files changed: %d (+%d -%d); see: enclave diff %s\n", len(c.Files), c.Insertions, c.Deletions, s.ID)

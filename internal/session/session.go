@@ -32,6 +32,7 @@ import (
 
 	"github.com/enclave-dev/enclave/internal/audit"
 	"github.com/enclave-dev/enclave/internal/egress"
+	"github.com/enclave-dev/enclave/internal/gateway"
 	"github.com/enclave-dev/enclave/internal/policy"
 	"github.com/enclave-dev/enclave/internal/sandbox"
 	"github.com/enclave-dev/enclave/internal/store"
@@ -52,6 +53,7 @@ const (
 	lnProxy = iota
 	lnDNSUDP
 	lnDNSTCP
+	lnGateway
 )
 
 // AuditLog is what a session needs of the audit log: durable appends.
@@ -88,6 +90,13 @@ type Options struct {
 	// caller subscribes with signal.Notify).
 	Signals <-chan os.Signal
 
+	// Gateway says whether the session runs the model gateway; the zero
+	// value runs it when a provider is configured.
+	Gateway GatewayMode
+	// Notify, if set, receives lines the user should read at start (what
+	// the model gateway sanctions), after Started.
+	Notify func(line string)
+
 	// Started, if set, is called with the session once it is recorded and
 	// its workspace is ready, before the agent starts.
 	Started func(*store.Session, *workspace.Workspace)
@@ -110,6 +119,9 @@ type Result struct {
 	Flows    int
 	Status   sandbox.Status
 	Duration time.Duration
+	// Models are the per-model totals of the model gateway; nil when the
+	// session ran without it.
+	Models []gateway.ModelUsage
 }
 
 // Run runs one session. It returns an error only when the session could
@@ -192,7 +204,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(err)
 	}
 
-	cfg, err := sandboxConfig(o, ws, rec, log)
+	gw, err := startGateway(ctx, o, ws.Dir, ws.Copy, sess.ID, rec, log)
+	if err != nil {
+		return fail(err)
+	}
+	network := &prof.Network
+	if gw != nil {
+		// Whatever happens next, the token dies with the session.
+		defer gw.sess.End()
+		network = gw.network
+	}
+
+	cfg, err := sandboxConfig(o, ws, rec, log, gw)
 	if err != nil {
 		return fail(err)
 	}
@@ -204,10 +227,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err := ws.Chown(ctx, uid, gid); err != nil {
 			return fail(fmt.Errorf("hand the workspace to the sandbox user: %w", err))
 		}
+		if gw != nil && len(gw.mounts) > 0 {
+			if err := sandbox.ChownTree(filepath.Join(ws.Dir, agentHomeName), uid, gid); err != nil {
+				return fail(fmt.Errorf("hand the agent's adapter files to the sandbox user: %w", err))
+			}
+		}
 	}
 
 	proxy, err := egress.New(egress.Config{
-		Network:    &prof.Network,
+		Network:    network,
 		Recorder:   rec,
 		ByteBudget: prof.Network.ByteBudget,
 		Logger:     log.With("part", "egress"),
@@ -219,6 +247,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	if o.Started != nil {
 		o.Started(sess, ws)
+	}
+	if gw != nil && o.Notify != nil {
+		for _, l := range gw.describe {
+			o.Notify(l)
+		}
 	}
 	sb, err := sandbox.Start(ctx, cfg)
 	if err != nil {
@@ -242,6 +275,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	go proxy.Serve(sb.Listener(lnProxy))
 	go proxy.ServeDNS(sb.PacketConn(lnDNSUDP))
 	go proxy.ServeDNSTCP(sb.Listener(lnDNSTCP))
+	if gw != nil {
+		go gw.srv.Serve(sb.Listener(lnGateway))
+	}
 
 	status := sb.Status()
 	if err := rec.append(ctx, "sandbox", "", "enclave", status); err != nil {
@@ -252,9 +288,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	code, waitErr := sb.Wait()
 	_ = proxy.Close()
+	if gw != nil {
+		gw.sess.End()
+		_ = gw.srv.Close()
+	}
 	end := time.Now()
 
 	res := &Result{Session: sess, ExitCode: code, Status: status, Duration: end.Sub(start)}
+	if gw != nil {
+		res.Models = gw.sess.Usage()
+	}
 	up, down, allowed, denied := proxy.Stats()
 	res.Flows = int(allowed + denied)
 	res.Blocked = rec.blocked()
@@ -317,7 +360,7 @@ func diffData(c *workspace.Change) map[string]any {
 
 // sandboxConfig maps the profile, workspace and command line onto the
 // sandbox.
-func sandboxConfig(o Options, ws *workspace.Workspace, rec *recorder, log *slog.Logger) (*sandbox.Config, error) {
+func sandboxConfig(o Options, ws *workspace.Workspace, rec *recorder, log *slog.Logger, gw *gatewayRun) (*sandbox.Config, error) {
 	prof := o.Profile
 	mounts := []sandbox.Mount{{Source: ws.Copy, Target: WorkspaceDir, Writable: true}}
 	if len(ws.ReadOnlyPaths) > 0 {
@@ -343,6 +386,9 @@ func sandboxConfig(o Options, ws *workspace.Workspace, rec *recorder, log *slog.
 	for _, p := range prof.Filesystem.ReadWrite {
 		mounts = append(mounts, sandbox.Mount{Source: p, Target: p, Writable: true})
 	}
+	if gw != nil {
+		mounts = append(mounts, gw.mounts...)
+	}
 	mounts = append(mounts, o.Mounts...)
 
 	dir := WorkspaceDir
@@ -360,6 +406,30 @@ func sandboxConfig(o Options, ws *workspace.Workspace, rec *recorder, log *slog.
 		"NO_PROXY=", "no_proxy=",
 		"ENCLAVE_SESSION="+ws.Session,
 	)
+	listeners := []sandbox.ListenSpec{
+		lnProxy:  {Network: "tcp", Addr: ProxyAddr},
+		lnDNSUDP: {Network: "udp", Addr: DNSAddr},
+		lnDNSTCP: {Network: "tcp", Addr: DNSAddr},
+	}
+	if gw != nil {
+		// The gateway's variables replace any the profile passed or set:
+		// inside, the provider variables point at the gateway and the only
+		// key is the session token.
+		names := make([]string, 0, len(gw.env))
+		for k := range gw.env {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		for _, k := range names {
+			env = setEnv(env, k+"="+gw.env[k])
+		}
+		listeners = append(listeners, sandbox.ListenSpec{Network: "tcp", Addr: GatewayAddr})
+		// The gateway is on the sandbox's own loopback: clients must not
+		// send it through the egress proxy (which would refuse it). The
+		// sandbox's loopback holds nothing of the host, so this opens no
+		// route out.
+		env = setEnv(env, "NO_PROXY=127.0.0.1,localhost,::1", "no_proxy=127.0.0.1,localhost,::1")
+	}
 	env = setEnv(env, o.Env...)
 
 	l := prof.Limits
@@ -374,12 +444,8 @@ func sandboxConfig(o Options, ws *workspace.Workspace, rec *recorder, log *slog.
 			Memory: l.Memory, Processes: l.Processes, CPUTime: l.CPUTime, WallTime: l.WallTime,
 			FileSize: l.FileSize, OpenFiles: l.OpenFiles, TmpSize: l.TmpSize,
 		},
-		Listeners: []sandbox.ListenSpec{
-			lnProxy:  {Network: "tcp", Addr: ProxyAddr},
-			lnDNSUDP: {Network: "udp", Addr: DNSAddr},
-			lnDNSTCP: {Network: "tcp", Addr: DNSAddr},
-		},
-		Stdin: o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
+		Listeners: listeners,
+		Stdin:     o.Stdin, Stdout: o.Stdout, Stderr: o.Stderr,
 		TTY:     o.TTY,
 		Degrade: prof.Degrade,
 		OnExec:  rec.exec,

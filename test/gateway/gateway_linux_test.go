@@ -1,0 +1,491 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/enclave-dev/enclave/internal/cli"
+	"github.com/enclave-dev/enclave/internal/sandbox"
+)
+
+// TestMain lets this test binary be enclave: the sandbox re-executes
+// /proc/self/exe for its init, and a copy named "enclave" runs the CLI.
+func TestMain(m *testing.M) {
+	if sandbox.MaybeRunInternal() {
+		return
+	}
+	if filepath.Base(os.Args[0]) == "enclave" {
+		os.Exit(cli.Main(context.Background(), os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// rcInside is where the harness's npm cache (under /tmp, which the sandbox
+// builds itself) is mounted inside; testdata/rcmap.sh rewrites the agent's
+// path to match.
+const rcInside = "/rc"
+
+// agent is one real client and how the harness runs it.
+type agent struct {
+	name, script string
+	vars         []string // extra harness variables
+	// key is the fake "real" provider key the harness puts in enclave's
+	// environment; it must never reach the sandbox or the audit log.
+	key string
+}
+
+var agents = []agent{
+	{name: "claude", script: "run-claude.sh", key: "sk-ant-fake-not-a-real-key"},
+	{name: "codex", script: "run-codex.sh", vars: []string{"VIA_ENV=1"}, key: "sk-fake-not-a-real-key"},
+	{name: "gemini", script: "run-gemini.sh", key: ""},
+	{name: "opencode", script: "run-opencode.sh", vars: []string{"VIA_ENV=1"}, key: ""},
+}
+
+type testEnv struct {
+	harness, enclave, wrap string
+}
+
+type report struct {
+	AgentExitCode     int      `json:"agent_exit_code"`
+	AgentSeconds      float64  `json:"agent_seconds"`
+	TurnsServed       int      `json:"turns_served"`
+	ToolResults       []string `json:"tool_results"`
+	SecretSentToModel bool     `json:"secret_sent_to_model"`
+	ModelsRequested   []string `json:"models_requested"`
+}
+
+type run struct {
+	dir, state string
+	rep        report
+	model      int
+	harness    []byte
+	agentErr   []byte
+	requests   []byte // the fake model's requests.jsonl
+	env        map[string]string
+}
+
+func setup(t *testing.T) *testEnv {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real agent CLIs take seconds each; skipped in -short")
+	}
+	harness := os.Getenv("ENCLAVE_REALCLIENTS")
+	if harness == "" {
+		root, err := repoRoot()
+		if err != nil {
+			t.Skipf("cannot find the repository root to locate ../shared/realclients: %v", err)
+		}
+		harness = filepath.Join(root, "..", "shared", "realclients")
+	}
+	if _, err := os.Stat(filepath.Join(harness, "run-claude.sh")); err != nil {
+		t.Skipf("real-agent harness not found at %s (set ENCLAVE_REALCLIENTS): %v", harness, err)
+	}
+	for _, tool := range []string{"bash", "python3", "npm", "node", "timeout", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("the harness needs %s: %v", tool, err)
+		}
+	}
+	if r := sandbox.Probe(); !r.OK() {
+		t.Skipf("this machine lacks a sandbox layer enclave needs: %+v", r.Layers)
+	}
+	bin := t.TempDir()
+	enclave := filepath.Join(bin, "enclave")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(self, enclave, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := filepath.Abs(filepath.Join("testdata", "rcmap.sh"))
+	wrap := filepath.Join(bin, "rcmap.sh")
+	if err := copyFile(src, wrap, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &testEnv{harness: harness, enclave: enclave, wrap: wrap}
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.HasPrefix(data, []byte("module github.com/enclave-dev/enclave\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of github.com/enclave-dev/enclave above the working directory")
+		}
+		dir = parent
+	}
+}
+
+func copyFile(from, to string, mode os.FileMode) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// runHarness runs one scenario of one agent inside enclave run. files are
+// planted in the harness's work directory (the user's checkout) first.
+// enclaveArgs are extra `enclave run` flags (shell words, expanded by the
+// harness, so $MODEL_PORT works).
+func (e *testEnv) runHarness(t *testing.T, a agent, scenario string, files map[string]string, enclaveArgs string, vars ...string) *run {
+	t.Helper()
+	r := &run{dir: t.TempDir(), state: t.TempDir()}
+	for name, content := range files {
+		p := filepath.Join(r.dir, "work", name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wrap := strings.Join([]string{
+		shq(e.wrap), `"$RC_CACHE"`, rcInside, shq(e.enclave), "run",
+		`--ro "$RC_CACHE:` + rcInside + `"`, enclaveArgs, "--",
+	}, " ")
+	env := append(os.Environ(), "CHECK=0", "KEEP=1", "RUN_DIR="+r.dir, "AGENT_TIMEOUT=150",
+		"PASS_ENV=ENCLAVE_STATE_DIR", "ENCLAVE_STATE_DIR="+r.state, "WRAP="+wrap)
+	env = append(env, a.vars...)
+	env = append(env, vars...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(e.harness, a.script), scenario)
+	cmd.Env = env
+	cmd.Dir = e.harness
+	out, err := cmd.CombinedOutput()
+	r.harness = out
+	r.agentErr, _ = os.ReadFile(filepath.Join(r.dir, "agent.stderr"))
+	if ee := (*exec.ExitError)(nil); err != nil && !errors.As(err, &ee) {
+		t.Fatalf("run %s %s: %v\n%s", a.script, scenario, err, out)
+	}
+	data, rerr := os.ReadFile(filepath.Join(r.dir, "report.json"))
+	if rerr != nil {
+		t.Fatalf("run %s %s: no report.json (%v):\n%s\nagent stderr:\n%s", a.script, scenario, rerr, out, r.agentErr)
+	}
+	if err := json.Unmarshal(data, &r.rep); err != nil {
+		t.Fatalf("report.json: %v", err)
+	}
+	var ports struct{ Model int }
+	if data, err := os.ReadFile(filepath.Join(r.dir, "ports.json")); err == nil {
+		_ = json.Unmarshal(data, &ports)
+	}
+	r.model = ports.Model
+	r.requests, _ = os.ReadFile(filepath.Join(r.dir, "requests.jsonl"))
+	r.env = commandEnv(filepath.Join(r.dir, "command.sh"))
+	t.Logf("%s %s: exit %d, turns %d, %.2fs", a.name, scenario, r.rep.AgentExitCode, r.rep.TurnsServed, r.rep.AgentSeconds)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("harness output:\n%s\nagent stderr:\n%s", r.harness, r.agentErr)
+		}
+	})
+	return r
+}
+
+// commandEnv reads the NAME=value words the harness gave enclave (its
+// command.sh: env -i NAME=value ... timeout ...), to learn the fake keys.
+func commandEnv(path string) map[string]string {
+	m := map[string]string{}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return m
+	}
+	for _, w := range strings.Fields(string(data)) {
+		if k, v, ok := strings.Cut(w, "="); ok && strings.HasSuffix(k, "_KEY") {
+			m[k] = strings.Trim(v, "'")
+		}
+	}
+	return m
+}
+
+func (e *testEnv) enclaveCmd(t *testing.T, r *run, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(e.enclave, args...)
+	cmd.Env = append(os.Environ(), "ENCLAVE_STATE_DIR="+r.state)
+	cmd.Dir = r.dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("enclave %s: %v\nstderr: %s", strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return out
+}
+
+type logEvent struct {
+	Kind     string          `json:"kind"`
+	Decision string          `json:"decision"`
+	Data     json.RawMessage `json:"data"`
+}
+
+func (e *testEnv) events(t *testing.T, r *run) ([]logEvent, []byte) {
+	t.Helper()
+	out := e.enclaveCmd(t, r, "log", "--json", "last")
+	var evs []logEvent
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 0, 1<<20), 16<<20)
+	for sc.Scan() {
+		var ev logEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("enclave log --json: %v", err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs, out
+}
+
+type modelCall struct {
+	Phase    string `json:"phase"`
+	Allow    bool   `json:"allow"`
+	Model    string `json:"model"`
+	Upstream string `json:"upstream"`
+	Reason   string `json:"reason"`
+	Status   int    `json:"status"`
+	Redacts  []struct {
+		Rule        string `json:"rule"`
+		Placeholder string `json:"placeholder"`
+	} `json:"redactions"`
+}
+
+func modelCalls(t *testing.T, evs []logEvent) []modelCall {
+	t.Helper()
+	var out []modelCall
+	for _, ev := range evs {
+		if ev.Kind != "model.call" {
+			continue
+		}
+		var c modelCall
+		if err := json.Unmarshal(ev.Data, &c); err != nil {
+			t.Fatalf("model.call event: %v", err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// checkThroughGateway: the agent finished, every model request the
+// upstream saw came through the gateway (recorded, allowed, with the real
+// key swapped in), and no egress flow went to the model port.
+func checkThroughGateway(t *testing.T, e *testEnv, r *run) []logEvent {
+	t.Helper()
+	evs, _ := e.events(t, r)
+	calls := modelCalls(t, evs)
+	var allowed, results int
+	for _, c := range calls {
+		if c.Phase == "decision" && c.Allow {
+			allowed++
+		}
+		if c.Phase == "result" && c.Status == 200 {
+			results++
+		}
+	}
+	if allowed == 0 || results == 0 {
+		t.Errorf("model.call records: %d allowed decisions, %d results with status 200; want both > 0 (calls: %+v)", allowed, results, calls)
+	}
+	n := bytes.Count(r.requests, []byte("\n"))
+	if n == 0 {
+		t.Errorf("the fake upstream received no request")
+	}
+	for _, ev := range evs {
+		if ev.Kind == "egress" && ev.Decision == "allow" {
+			t.Errorf("allowed egress flow %s; with the gateway the agent needs none", ev.Data)
+		}
+	}
+	if !bytes.Contains(r.agentErr, []byte("model gateway: ")) {
+		t.Errorf("enclave did not say what the gateway sanctions; stderr:\n%s", r.agentErr)
+	}
+	return evs
+}
+
+// TestAgentsThroughGateway: each real agent completes the benign task with
+// the gateway as its only model endpoint.
+func TestAgentsThroughGateway(t *testing.T) {
+	e := setup(t)
+	for _, a := range agents {
+		t.Run(a.name, func(t *testing.T) {
+			r := e.runHarness(t, a, "benign", nil, "")
+			if r.rep.AgentExitCode != 0 || r.rep.TurnsServed != 2 {
+				t.Fatalf("agent exit %d, turns served %d; want 0 and 2", r.rep.AgentExitCode, r.rep.TurnsServed)
+			}
+			if !slices.ContainsFunc(r.rep.ToolResults, func(s string) bool { return strings.Contains(s, "BENIGN-OK 26 bytes in /workspace") }) {
+				t.Errorf("tool results = %q, want BENIGN-OK in /workspace", r.rep.ToolResults)
+			}
+			checkThroughGateway(t, e, r)
+		})
+	}
+}
+
+func randomAWSKey() (id, secret string) {
+	const b32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+	const b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	raw := make([]byte, 56)
+	rand.Read(raw)
+	var a, s strings.Builder
+	a.WriteString("AKIA")
+	for _, c := range raw[:16] {
+		a.WriteByte(b32[int(c)%len(b32)])
+	}
+	for _, c := range raw[16:] {
+		s.WriteByte(b64[int(c)%len(b64)])
+	}
+	return a.String(), s.String()
+}
+
+// TestSecretRedactedKeyNeverInside: a tool result carrying a fake AWS key
+// reaches the upstream redacted; the provider key is nowhere inside the
+// sandbox (environment and HOME, dumped by the agent into its workspace and
+// read on the host) nor in the audit log; a direct call to the upstream
+// through the egress proxy is refused although the command line allowed
+// that host, and recorded.
+func TestSecretRedactedKeyNeverInside(t *testing.T) {
+	e := setup(t)
+	scenario, _ := filepath.Abs(filepath.Join("testdata", "secret.json"))
+	for _, a := range agents {
+		t.Run(a.name, func(t *testing.T) {
+			id, sec := randomAWSKey()
+			notes := fmt.Sprintf("deploy with:\naws_access_key_id = %s\naws_secret_access_key = %s\n", id, sec)
+			r := e.runHarness(t, a, scenario, map[string]string{"deploy-notes.txt": notes},
+				`--allow-host "127.0.0.1:$MODEL_PORT"`)
+			if r.rep.TurnsServed < 4 {
+				t.Errorf("turns served = %d, want 4 (every step attempted)", r.rep.TurnsServed)
+			}
+			if !slices.ContainsFunc(r.rep.ToolResults, func(s string) bool { return strings.Contains(s, "NOTES-READ") }) {
+				t.Fatalf("the notes were not read: tool results %q", r.rep.ToolResults)
+			}
+			for _, s := range []string{id, sec} {
+				if bytes.Contains(r.requests, []byte(s)) {
+					t.Errorf("the fake upstream received the planted secret %.8s...", s)
+				}
+			}
+			if !bytes.Contains(r.requests, []byte("[REDACTED:aws-access-key-id:")) {
+				t.Errorf("the upstream's requests lack the aws-access-key-id placeholder")
+			}
+			evs := checkThroughGateway(t, e, r)
+
+			// The key inside: read what the agent dumped, on the host.
+			sessDir := latestSession(t, r.state)
+			inside := map[string][]byte{}
+			for _, f := range []string{"agent-env.txt", "agent-home-list.txt", "agent-home-files.txt"} {
+				data, err := os.ReadFile(filepath.Join(sessDir, "work", f))
+				if err != nil {
+					t.Fatalf("the agent's %s: %v", f, err)
+				}
+				inside[f] = data
+			}
+			if !bytes.Contains(inside["agent-env.txt"], []byte("=enclave-")) {
+				t.Errorf("the agent's environment holds no session token:\n%s", inside["agent-env.txt"])
+			}
+			_, logText := e.events(t, r)
+			keys := 0
+			for name, key := range r.env {
+				if len(key) < 8 {
+					continue
+				}
+				keys++
+				for f, data := range inside {
+					if bytes.Contains(data, []byte(key)) {
+						t.Errorf("the provider key %s (from enclave's environment) is inside the sandbox: %s", name, f)
+					}
+				}
+				if bytes.Contains(logText, []byte(key)) {
+					t.Errorf("the provider key %s is in the audit log", name)
+				}
+			}
+			if keys == 0 {
+				t.Errorf("found no provider key in the harness's command line; the check above is empty")
+			}
+
+			// Bypass: refused by the proxy and recorded.
+			if !slices.ContainsFunc(r.rep.ToolResults, func(s string) bool { return strings.Contains(s, "BYPASS-403") }) {
+				t.Errorf("the direct call to the upstream was not refused with 403: tool results %q", r.rep.ToolResults)
+			}
+			denied := false
+			for _, ev := range evs {
+				if ev.Kind == "egress" && ev.Decision == "deny" && bytes.Contains(ev.Data, []byte(fmt.Sprintf(`"port":%d`, r.model))) {
+					denied = true
+				}
+			}
+			if !denied {
+				t.Errorf("no denied egress record to the model port %d", r.model)
+			}
+		})
+	}
+}
+
+func latestSession(t *testing.T, state string) string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(state, "sessions"))
+	if err != nil || len(ents) == 0 {
+		t.Fatalf("no session directory under %s: %v", state, err)
+	}
+	return filepath.Join(state, "sessions", ents[len(ents)-1].Name())
+}
+
+// TestUnsanctionedModel: with a policy that sanctions only another model,
+// the agent's request is refused, recorded, and never reaches the upstream.
+func TestUnsanctionedModel(t *testing.T) {
+	e := setup(t)
+	a := agents[0]
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, []byte(`version: 1
+providers:
+  only-haiku:
+    api: anthropic
+    base_url: http://127.0.0.1:1
+    key_env: ANTHROPIC_API_KEY
+    models: ["claude-haiku-*"]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The policy's base URL is a placeholder: the upstream is never asked.
+	r := e.runHarness(t, a, "benign", nil, "--policy "+shq(pol), "CLAUDE_MODEL=claude-opus-9")
+	if r.rep.TurnsServed != 0 || len(bytes.TrimSpace(r.requests)) != 0 {
+		t.Errorf("the upstream served %d turns (%d bytes of requests); want none", r.rep.TurnsServed, len(r.requests))
+	}
+	evs, _ := e.events(t, r)
+	refused := false
+	for _, c := range modelCalls(t, evs) {
+		if c.Phase == "decision" && !c.Allow && c.Model == "claude-opus-9" && strings.Contains(c.Reason, "claude-haiku-*") {
+			refused = true
+		}
+		if c.Allow {
+			t.Errorf("allowed model call %+v", c)
+		}
+	}
+	if !refused {
+		t.Errorf("no refused model.call naming claude-opus-9 and the allowed claude-haiku-*")
+	}
+}
