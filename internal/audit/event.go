@@ -215,9 +215,12 @@ func parseHeaderBytes(b []byte) (headerBytes, error) {
 		p++
 	}
 	digits := b[start:p]
-	seq, err := strconv.ParseInt(string(digits), 10, 64)
-	if err != nil || (len(digits) > 1 && digits[0] == '0') {
+	if len(digits) == 0 || len(digits) > 18 || (len(digits) > 1 && digits[0] == '0') {
 		return h, invalidf("leaf sequence number %q is not canonical", digits)
+	}
+	var seq int64
+	for _, d := range digits {
+		seq = seq*10 + int64(d-'0')
 	}
 	h.seq = seq
 	fields := [...]struct {

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,7 @@ func Records(ctx context.Context, st store.Store, f Filter, fn func(Record) erro
 		if seq != r.Seq {
 			return &VerifyError{Seq: r.Seq, Problem: ProblemReordered, Detail: fmt.Sprintf("position %d holds the event written as record %d", r.Seq, seq)}
 		}
-		return fn(Record{Seq: seq, Event: ev, Leaf: r.Data})
+		return fn(Record{Seq: seq, Event: ev, Leaf: bytes.Clone(r.Data)})
 	})
 }
 

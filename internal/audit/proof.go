@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,7 +59,7 @@ func Prove(ctx context.Context, st store.Store, seq int64, cp *Checkpoint) (*Pro
 	}
 	var leaf []byte
 	err := st.Records(ctx, store.Filter{From: seq, To: seq + 1}, func(r store.Record) error {
-		leaf = r.Data
+		leaf = bytes.Clone(r.Data)
 		return nil
 	})
 	if err != nil {

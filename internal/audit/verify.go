@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -306,40 +307,55 @@ func newChecker(from int64, cps []*Checkpoint) *checker {
 func (c *checker) scan(ctx context.Context, st store.Store, from, to int64) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	const chunk = 512
-	batches := make(chan []store.Record, 4)
-	free := make(chan []store.Record, 6)
+	const chunkRecords, chunkBytes = 512, 512 * 512
+	// A chunk owns copies of its records' bytes in two arenas, since the
+	// store's buffers are only valid during the callback.
+	type chunk struct {
+		recs   []store.Record
+		data   []byte
+		hashes []tlog.Hash
+	}
+	batches := make(chan *chunk, 4)
+	free := make(chan *chunk, 6)
 	checked := make(chan error, 1)
 	go func() {
 		var err error
 		for b := range batches {
 			if err == nil {
-				for i := range b {
-					if err = c.record(&b[i]); err != nil {
+				for i := range b.recs {
+					if err = c.record(&b.recs[i]); err != nil {
 						cancel() // stop the reader
 						break
 					}
 				}
 			}
+			b.recs, b.data, b.hashes = b.recs[:0], b.data[:0], b.hashes[:0]
 			select {
-			case free <- b[:0]:
+			case free <- b:
 			default:
 			}
 		}
 		checked <- err
 	}()
-	var cur []store.Record
+	var cur *chunk
 	readErr := st.Records(ctx, store.Filter{From: from, To: to}, func(r store.Record) error {
 		if cur == nil {
 			select {
 			case cur = <-free:
 			default:
-				cur = make([]store.Record, 0, chunk)
+				cur = &chunk{recs: make([]store.Record, 0, chunkRecords), data: make([]byte, 0, chunkBytes), hashes: make([]tlog.Hash, 0, 2*chunkRecords)}
 			}
 		}
-		r.Hashes = slices.Clone(r.Hashes) // the store reuses it
-		cur = append(cur, r)
-		if len(cur) == chunk {
+		// Arenas grow by reallocation; earlier records keep pointing into
+		// the old arrays, which stay valid.
+		n := len(cur.data)
+		cur.data = append(cur.data, r.Data...)
+		r.Data = cur.data[n:len(cur.data):len(cur.data)]
+		h := len(cur.hashes)
+		cur.hashes = append(cur.hashes, r.Hashes...)
+		r.Hashes = cur.hashes[h:len(cur.hashes):len(cur.hashes)]
+		cur.recs = append(cur.recs, r)
+		if len(cur.recs) == chunkRecords {
 			select {
 			case batches <- cur:
 			case <-ctx.Done():
@@ -349,7 +365,7 @@ func (c *checker) scan(ctx context.Context, st store.Store, from, to int64) erro
 		}
 		return nil
 	})
-	if readErr == nil && len(cur) > 0 {
+	if readErr == nil && cur != nil && len(cur.recs) > 0 {
 		batches <- cur
 	}
 	close(batches)
@@ -400,20 +416,23 @@ func (c *checker) record(r *store.Record) error {
 		c.fr.put(base+int64(j), x)
 	}
 	c.timeBuf = r.Time.UTC().AppendFormat(c.timeBuf[:0], time.RFC3339Nano)
-	for _, f := range [...]struct {
-		name string
-		col  string
-		ev   []byte
-	}{
-		{"session", r.Session, h.session}, {"kind", r.Kind, h.kind}, {"decision", r.Decision, h.decision}, {"time", string(c.timeBuf), h.time},
-	} {
-		if f.col != string(f.ev) {
-			return &VerifyError{Seq: seq, Problem: ProblemIndex,
-				Detail: fmt.Sprintf("query column %s is %q but the signed event says %q", f.name, f.col, f.ev)}
-		}
+	switch {
+	case r.Session != string(h.session):
+		return indexError(seq, "session", r.Session, h.session)
+	case r.Kind != string(h.kind):
+		return indexError(seq, "kind", r.Kind, h.kind)
+	case r.Decision != string(h.decision):
+		return indexError(seq, "decision", r.Decision, h.decision)
+	case !bytes.Equal(c.timeBuf, h.time):
+		return indexError(seq, "time", string(c.timeBuf), h.time)
 	}
 	c.next++
 	return nil
+}
+
+func indexError(seq int64, name, col string, ev []byte) error {
+	return &VerifyError{Seq: seq, Problem: ProblemIndex,
+		Detail: fmt.Sprintf("query column %s is %q but the signed event says %q", name, col, ev)}
 }
 
 // checkpointsAt checks the checkpoints whose size is the number of records

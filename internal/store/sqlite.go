@@ -337,12 +337,13 @@ func (s *SQLite) Records(ctx context.Context, f Filter, fn func(Record) error) e
 	defer rows.Close()
 	var r Record
 	var t int64
-	var hb []byte
+	var data, hb sql.RawBytes // valid until the next row: fn must copy what it keeps
 	for rows.Next() {
-		if err := rows.Scan(&r.Seq, &r.Session, &r.Kind, &r.Decision, &t, &r.Data, &hb); err != nil {
+		if err := rows.Scan(&r.Seq, &r.Session, &r.Kind, &r.Decision, &t, &data, &hb); err != nil {
 			return fmt.Errorf("read records: %w", err)
 		}
 		r.Time = time.Unix(0, t).UTC()
+		r.Data = data
 		if len(hb)%tlog.HashSize != 0 {
 			return fmt.Errorf("read record %d: stored hashes are %d bytes, not a multiple of %d", r.Seq, len(hb), tlog.HashSize)
 		}

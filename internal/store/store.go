@@ -78,7 +78,8 @@ type Store interface {
 	// Records calls fn for each record matching f, in increasing sequence
 	// order, and stops at the first error fn returns, which it returns.
 	// fn must not call back into the store's write methods; the Record it
-	// receives is valid only during the call (copy Data to keep it).
+	// receives, Data and Hashes included, is valid only during the call:
+	// copy what you keep.
 	Records(ctx context.Context, f Filter, fn func(Record) error) error
 
 	// ReadHashes returns the stored hashes at the given tlog stored-hash
