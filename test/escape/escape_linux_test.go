@@ -14,10 +14,11 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -543,7 +544,6 @@ func TestHostSys(t *testing.T) {
 	}
 }
 
-
 // ---- privilege: setuid, namespaces, mounts, other processes ----
 
 func TestSetuidRootBinary(t *testing.T) {
@@ -913,11 +913,16 @@ func TestDiskFillTmpAndHome(t *testing.T) {
 	tok := "fill" + randHex(6)
 	// While the probe holds its tmpfs full, measure it from the host
 	// through the sandbox process's root.
-	var sizes []string
-	var tooBig []string
-	r := f.run(runOpts{policy: fmt.Sprintf(limitsPolicy, "30s"), started: func(cmd *exec.Cmd) {
+	var (
+		mu     sync.Mutex
+		sizes  []string
+		tooBig []string
+		done   = make(chan struct{})
+	)
+	r := f.run(runOpts{policy: fmt.Sprintf(limitsPolicy, "30s"), started: func(*exec.Cmd) {
 		go func() {
-			for range 100 {
+			defer close(done)
+			for range 50 {
 				time.Sleep(100 * time.Millisecond)
 				for _, l := range leftovers(tok) {
 					pid := strings.SplitN(l, ":", 2)[0]
@@ -925,17 +930,23 @@ func TestDiskFillTmpAndHome(t *testing.T) {
 						var st unix.Statfs_t
 						if unix.Statfs("/proc/"+pid+"/root/"+d, &st) == nil && st.Type == unix.TMPFS_MAGIC {
 							used := int64(st.Blocks-st.Bfree) * st.Bsize
+							mu.Lock()
 							sizes = append(sizes, fmt.Sprintf("/%s %d MiB", d, used>>20))
 							if used > 17<<20 {
 								tooBig = append(tooBig, d)
 							}
+							mu.Unlock()
 						}
 					}
 				}
 			}
 		}()
 	}}, "fill", "/tmp", "/home/agent", tok)
-	t.Logf("disk fill: session ended after %s; host saw sandbox tmpfs use %v", r.took, sizes[:min(len(sizes), 4)])
+	<-done
+	t.Logf("disk fill: session ended after %s; host measured the sandbox's tmpfs %d times, last: %v", r.took, len(sizes), sizes[max(0, len(sizes)-2):])
+	if len(sizes) == 0 {
+		t.Fatalf("the host could not measure the sandbox's tmpfs through /proc/PID/root: the check is blind")
+	}
 	if len(tooBig) > 0 {
 		t.Errorf("the sandbox's tmpfs grew past tmp_size 16MiB: %v", tooBig)
 	}

@@ -91,6 +91,12 @@ func steal(p string) {
 		return
 	}
 	if !fi.IsDir() {
+		if !fi.Mode().IsRegular() {
+			// A pipe or device (e.g. the agent's own stdout reopened
+			// through /proc/self/fd) would block the read forever.
+			say("skip %s: %v", p, fi.Mode().Type())
+			return
+		}
 		b, err := readSome(p)
 		say("read %s: %d bytes, err %v", p, len(b), err)
 		keep(p, b)
@@ -949,10 +955,16 @@ var probes = map[string]func(args []string) error{
 			}
 		}
 	},
-	// fill DIR...: write until the filesystem refuses.
+	// fill DIR... [TOKEN]: write 4 MiB files until the filesystem
+	// refuses, then hold the sandbox for the host to measure. A non-path
+	// argument only tags the process for the host.
 	"fill": func(args []string) error {
+		defer time.Sleep(3 * time.Second)
 		buf := bytes.Repeat([]byte("F"), 1<<20)
 		for _, d := range args {
+			if !strings.HasPrefix(d, "/") {
+				continue
+			}
 			var total int64
 			for i := 0; ; i++ {
 				f, err := os.Create(fmt.Sprintf("%s/fill-%d", d, i))
@@ -961,7 +973,7 @@ var probes = map[string]func(args []string) error{
 					break
 				}
 				var werr error
-				for range 64 {
+				for range 4 {
 					n, err := f.Write(buf)
 					total += int64(n)
 					if err != nil {
