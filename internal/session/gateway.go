@@ -302,7 +302,7 @@ func adapterMounts(dir string, files map[string][]byte) ([]sandbox.Mount, error)
 		if err := writeNoFollow(host, string(files[rel])); err != nil {
 			return nil, fmt.Errorf("adapter file %q: %w", rel, err)
 		}
-		dirs[path.Dir(clean)] = true
+		dirs[adapterMountDir(clean)] = true
 	}
 	var mounts []sandbox.Mount
 	for d := range dirs {
@@ -316,12 +316,40 @@ func adapterMounts(dir string, files map[string][]byte) ([]sandbox.Mount, error)
 	return mounts, nil
 }
 
+// adapterMountDir is the directory of HOME mounted for an adapter file: its
+// own directory, or for OpenCode's the config directory that holds it.
+func adapterMountDir(rel string) string {
+	if strings.HasPrefix(rel, ".config/opencode/") {
+		return ".config/opencode"
+	}
+	return path.Dir(rel)
+}
+
 func writableAdapterDir(d string) bool {
 	switch d {
-	case ".codex", ".gemini":
+	case ".codex", ".gemini", ".config/opencode":
+		// Codex keeps its sessions in ~/.codex, Gemini its chats in
+		// ~/.gemini, OpenCode writes a .gitignore into its config
+		// directory and fails without it.
 		return true
 	}
 	return false
+}
+
+// extraAdapterFiles adds files enclave itself places beside the gateway's
+// adapter files. OpenCode npm-installs its plugin package into its config
+// directory on every fresh HOME unless the directory already holds
+// node_modules and a package.json whose dependencies its package-lock.json
+// lists; without these stubs every session would try to reach the package
+// registry (refused by the egress proxy, but noise in the record).
+func extraAdapterFiles(agent gateway.Agent, files map[string][]byte) {
+	if agent != gateway.AgentOpenCode {
+		return
+	}
+	const dir = ".config/opencode/"
+	files[dir+"package.json"] = []byte(`{ "dependencies": { "@opencode-ai/plugin": "0.0.0-enclave" } }` + "\n")
+	files[dir+"package-lock.json"] = []byte(`{ "lockfileVersion": 3, "packages": { "": { "dependencies": { "@opencode-ai/plugin": "0.0.0-enclave" } } } }` + "\n")
+	files[dir+"node_modules/.keep"] = nil
 }
 
 // gatewayRecorder turns the gateway's call records into "model.call"
@@ -404,6 +432,7 @@ func startGateway(ctx context.Context, o Options, sessDir, copyDir, id string, r
 	}
 	netw, dropped := routeOnlyThroughGateway(&o.Profile.Network, eps)
 	env, adapters := gateway.AgentEnv(o.Argv, "http://"+GatewayAddr, gs.Token())
+	extraAdapterFiles(gateway.DetectAgent(o.Argv), adapters)
 	mounts, err := adapterMounts(filepath.Join(sessDir, agentHomeName), adapters)
 	if err != nil {
 		return nil, fmt.Errorf("model gateway: %w", err)

@@ -51,7 +51,9 @@ type agent struct {
 
 var agents = []agent{
 	{name: "claude", script: "run-claude.sh", key: "sk-ant-fake-not-a-real-key"},
-	{name: "codex", script: "run-codex.sh", vars: []string{"VIA_ENV=1"}, key: "sk-fake-not-a-real-key"},
+	{name: "codex", script: "run-codex.sh", vars: []string{"VIA_ENV=1",
+		// Codex's default model makes it send no tools; the user picks one.
+		"CODEX_ARGS=-m fake-model"}, key: "sk-fake-not-a-real-key"},
 	{name: "gemini", script: "run-gemini.sh", key: ""},
 	{name: "opencode", script: "run-opencode.sh", vars: []string{"VIA_ENV=1"}, key: ""},
 }
