@@ -1,0 +1,174 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/enclave-dev/enclave/internal/sandbox"
+)
+
+// SandboxRunner is the [Runner] backed by internal/sandbox: each Run is a
+// fresh sandbox with only loopback (no listeners, so no route out), the
+// tree mounted writable at /work and owned by the sandbox's unprivileged
+// host uid, nothing of the host environment, and limits on wall time and
+// memory. The binary must call sandbox.MaybeRunInternal first in main
+// (and in TestMain).
+type SandboxRunner struct {
+	// GOMODCACHE is the host module cache mounted read-only at
+	// /gomodcache for Go runs; "" asks `go env GOMODCACHE`. A missing
+	// cache is not an error: Go runs then fail to resolve modules, which
+	// the checks report as "could not run".
+	GOMODCACHE string
+	// Degrade is passed to sandbox.Config.Degrade.
+	Degrade []string
+	Logger  *slog.Logger
+}
+
+var _ Runner = (*SandboxRunner)(nil)
+
+// Run runs spec in a new sandbox.
+func (r *SandboxRunner) Run(ctx context.Context, spec RunSpec) (RunResult, error) {
+	if len(spec.Argv) == 0 || spec.Dir == "" {
+		return RunResult{}, errors.New("sandbox run: empty command or directory")
+	}
+	uid, gid, err := sandbox.HostIDs()
+	if err != nil {
+		return RunResult{}, fmt.Errorf("sandbox run: %w", err)
+	}
+	if err := sandbox.ChownTree(spec.Dir, uid, gid); err != nil {
+		return RunResult{}, fmt.Errorf("sandbox run: %w", err)
+	}
+	env := []string{
+		"PATH=/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin",
+		"HOME=/home/agent", "TMPDIR=/tmp", "LANG=C.UTF-8", "CI=1",
+	}
+	mounts := []sandbox.Mount{{Source: spec.Dir, Target: "/work", Writable: true}}
+	if spec.Go {
+		goroot := goEnv("GOROOT")
+		if goroot != "" {
+			env[0] = "PATH=" + goroot + "/bin:/usr/local/bin:/usr/bin:/bin"
+			if !underSystem(goroot) {
+				mounts = append(mounts, sandbox.Mount{Source: goroot, Target: "/goroot"})
+				env[0] = "PATH=/goroot/bin:/usr/local/bin:/usr/bin:/bin"
+				env = append(env, "GOROOT=/goroot")
+			}
+		}
+		env = append(env, "GOCACHE=/tmp/gocache", "GOPATH=/tmp/gopath", "GOFLAGS=-mod=readonly",
+			"GOPROXY=off", "GOTOOLCHAIN=local", "GOTELEMETRY=off", "GOENV=off", "GOWORK=off")
+		mc := r.GOMODCACHE
+		if mc == "" {
+			mc = goEnv("GOMODCACHE")
+		}
+		if fi, err := os.Stat(mc); err == nil && fi.IsDir() && mc != "" {
+			mounts = append(mounts, sandbox.Mount{Source: mc, Target: "/gomodcache"})
+			env = append(env, "GOMODCACHE=/gomodcache")
+		} else {
+			env = append(env, "GOMODCACHE=/tmp/gomodcache")
+		}
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return RunResult{}, err
+	}
+	defer pr.Close()
+	out := &tailBuffer{max: OutputTail}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		io.Copy(out, pr)
+	}()
+	cfg := &sandbox.Config{
+		Argv:    spec.Argv,
+		Dir:     "/work",
+		Env:     env,
+		Mounts:  mounts,
+		Degrade: r.Degrade,
+		Limits: sandbox.Limits{
+			Memory:    spec.Memory,
+			WallTime:  spec.Timeout,
+			Processes: 1024,
+			OpenFiles: 4096,
+		},
+		Stdout: pw,
+		Stderr: pw,
+		Logger: r.Logger,
+	}
+	start := time.Now()
+	sb, err := sandbox.Start(ctx, cfg)
+	pw.Close()
+	if err != nil {
+		wg.Wait()
+		return RunResult{}, fmt.Errorf("start sandbox: %w", err)
+	}
+	code, werr := sb.Wait()
+	wg.Wait()
+	res := RunResult{ExitCode: code, Duration: time.Since(start), Output: out.Bytes()}
+	if errors.Is(werr, sandbox.ErrWallTime) {
+		res.TimedOut = true
+		return res, nil
+	}
+	if werr != nil {
+		return res, fmt.Errorf("sandbox: %w", werr)
+	}
+	return res, nil
+}
+
+func underSystem(p string) bool {
+	for _, d := range []string{"/usr/", "/opt/"} {
+		if strings.HasPrefix(filepath.Clean(p)+"/", d) {
+			return true
+		}
+	}
+	return false
+}
+
+var goEnvCache sync.Map
+
+func goEnv(k string) string {
+	if v, ok := goEnvCache.Load(k); ok {
+		return v.(string)
+	}
+	out, err := exec.Command("go", "env", k).Output()
+	v := ""
+	if err == nil {
+		v = strings.TrimSpace(string(out))
+	}
+	goEnvCache.Store(k, v)
+	return v
+}
+
+// tailBuffer keeps the last max bytes written.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 2*t.max {
+		t.buf = append(t.buf[:0:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) Bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.buf) > t.max {
+		return append([]byte(nil), t.buf[len(t.buf)-t.max:]...)
+	}
+	return append([]byte(nil), t.buf...)
+}
