@@ -454,3 +454,43 @@ func TestExport(t *testing.T) {
 		}
 	}
 }
+
+func TestFollowAnotherProcess(t *testing.T) {
+	// A reader with its own store handle (as `enclave log --follow` in
+	// another process) sees events committed by the writer, by polling.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, path := openSQLite(t)
+	wst, err := store.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wst.Close()
+	rst, err := store.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rst.Close()
+	l := openLog(t, wst, fixedKey(t), audit.Options{})
+	defer l.Close()
+	got := make(chan int64, 10)
+	go audit.Follow(ctx, rst, audit.Filter{Kinds: []string{audit.KindEgress}}, 10*time.Millisecond, func(r audit.Record) error {
+		got <- r.Seq
+		return nil
+	})
+	for i := 0; i < 6; i++ {
+		if _, err := l.Append(ctx, testEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []int64{1, 4} {
+		select {
+		case s := <-got:
+			if s != want {
+				t.Fatalf("Follow delivered %d, want %d", s, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("Follow delivered nothing; want %d", want)
+		}
+	}
+}
