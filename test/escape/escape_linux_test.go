@@ -156,6 +156,13 @@ func TestWriteHostPaths(t *testing.T) {
 		filepath.Join(f.outside, "target.txt"), filepath.Join(f.outside, "new.txt"), filepath.Join(f.outside, "sub"),
 		filepath.Join(f.repo, "README.md"), filepath.Join(f.repo, "new.txt"), filepath.Join(f.repo, ".git/hooks/pre-commit"),
 		filepath.Join(f.repo, ".git/config"))
+	// The user's object store is shared into the sandbox read-only.
+	var objs []string
+	for i := range 3 {
+		d := fmt.Sprintf("/run/enclave/objects/%d", i)
+		objs = append(objs, d+"/info/alternates", d+"/pack/evil.pack", d+"/ab/cdef0123456789", d)
+	}
+	f.run(runOpts{}, append([]string{"write", "PWNED"}, objs...)...)
 	requireSame(t, "the outside directory", out, snapshot(t, f.outside))
 	requireSame(t, "the user's checkout", repo, snapshot(t, f.repo))
 }
@@ -185,7 +192,7 @@ func TestWriteThroughPlantedHardlink(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	out, repo := snapshot(t, f.outside), snapshot(t, f.repo)
-	f.run(runOpts{}, "write", "PWNED", "/workspace/hard.txt")
+	f.run(runOpts{}, "write", "PWNED", "/workspace/hard.txt", "/workspace/hard-untracked.txt", "/workspace/link-untracked")
 	requireSame(t, "the outside directory", out, snapshot(t, f.outside))
 	requireSame(t, "the user's checkout", repo, snapshot(t, f.repo))
 }
@@ -749,7 +756,7 @@ func TestGitTrapsRunOnHost(t *testing.T) {
 	f := newFixture(t)
 	hostMark := filepath.Join(f.root, "hook-ran")
 	os.Chmod(f.root, 0o777) // the hook, run as anyone, could write here
-	r := f.run(runOpts{}, "githooks", hostMark)
+	r := f.run(runOpts{}, "githooks", hostMark, filepath.Join(f.home, ".ssh"), filepath.Join(f.outside), filepath.Join(f.repo, ".git/objects"))
 	for _, args := range [][]string{{"diff", r.id}, {"diff", "--stat", r.id}, {"diff", "--json", r.id}, {"log", r.id}, {"sessions"}} {
 		if _, err := f.cli(args...); err != nil {
 			t.Logf("enclave %v: %v", args, err)
@@ -758,6 +765,7 @@ func TestGitTrapsRunOnHost(t *testing.T) {
 	if _, err := os.Stat(hostMark); err == nil {
 		t.Errorf("ESCAPE: code planted in the agent's .git ran on the host (%s exists)", hostMark)
 	}
+	f.requireNoLeak(r)
 }
 
 func TestSymlinksLeftInCopy(t *testing.T) {
@@ -978,4 +986,114 @@ func TestWallTime(t *testing.T) {
 		t.Errorf("the session killed at its wall time exited 0")
 	}
 	requireNoLeftovers(t, "__probe\x00sleep\x00"+tok)
+}
+
+func TestWorkspaceDiskLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: -short skips resource exhaustion")
+	}
+	f := newFixture(t)
+	// The probe stops at 64 MiB on its own, so a missing limit cannot
+	// fill the host disk.
+	pol := strings.Replace(fmt.Sprintf(limitsPolicy, "30s"), "      tmp_size: 16MiB\n", "      tmp_size: 16MiB\n      disk: 16MiB\n", 1)
+	r := f.run(runOpts{policy: pol}, "fill", "/workspace", "max=64")
+	var total int64
+	filepath.WalkDir(r.work, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				total += fi.Size()
+			}
+		}
+		return nil
+	})
+	t.Logf("the workspace copy holds %d MiB after the fill", total>>20)
+	if total > 24<<20 {
+		knownBug(t, "limits.disk is parsed but not enforced: with disk: 16MiB the agent grew the workspace copy on the host disk to %d MiB (the probe stopped itself at 64); internal/session never applies Limits.Disk (no quota, no size-limited mount)", total>>20)
+	}
+}
+
+func TestExecAllowlist(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	pol := `version: 1
+profile: default
+profiles:
+  default:
+    exec:
+      allow: [/usr/bin, /probe/probe]
+`
+	tok := randHex(6)
+	r := f.run(runOpts{policy: pol}, "execallow", tok)
+	ran, _ := filepath.Glob(filepath.Join(r.work, "ran-"+tok+"-*"))
+	allowed := false
+	var bypass []string
+	for _, p := range ran {
+		route := strings.TrimPrefix(filepath.Base(p), "ran-"+tok+"-")
+		if route == "allowed" {
+			allowed = true
+			continue
+		}
+		bypass = append(bypass, route)
+	}
+	if !allowed {
+		t.Fatalf("even /usr/bin/touch, which the policy allows, did not run: the probe is broken or the policy refuses too much")
+	}
+	var ldso, memfd, other []string
+	for _, b := range bypass {
+		switch {
+		case strings.HasPrefix(b, "ldso-"):
+			ldso = append(ldso, b)
+		case b == "memfd":
+			memfd = append(memfd, b)
+		default:
+			other = append(other, b)
+		}
+	}
+	if len(other) > 0 {
+		t.Errorf("ESCAPE: programs outside exec.allow ran: %v", other)
+	}
+	var bugs []string
+	if len(memfd) > 0 {
+		bugs = append(bugs, "a program copied into a memfd runs with execveat(memfd, \"\", AT_EMPTY_PATH): Landlock does not check files of internal filesystems (memfd, pipefs), so its execute right never applies; fix: have the init set vm.memfd_noexec=2 for the sandbox's pid namespace (Linux 6.3+) or deny memfd_create with MFD_EXEC and execveat with AT_EMPTY_PATH in seccomp")
+	}
+	if len(ldso) > 0 {
+		bugs = append(bugs, fmt.Sprintf("\"/lib64/ld-linux-x86-64.so.2 PROGRAM\" runs a program the agent wrote (routes %v): Landlock's execute right covers execve only and the loader maps the program with mmap(PROT_EXEC); fix: mount the writable places (workspace, /tmp, HOME, /dev/shm) noexec when exec.allow is set, so the kernel refuses PROT_EXEC mappings of their files", ldso))
+	}
+	if len(bugs) > 0 {
+		knownBug(t, "exec.allow is bypassed:\n  %s", strings.Join(bugs, "\n  "))
+	}
+}
+
+func TestByteBudgetBoundsExfiltration(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	c, port := listenHTTP(t, "allowed upload server")
+	pol := fmt.Sprintf(`version: 1
+profile: default
+profiles:
+  default:
+    network:
+      allow:
+        - host: 127.0.0.1
+          ports: [%d]
+      byte_budget: 2MiB
+`, port)
+	r := f.run(runOpts{policy: pol}, "upload", fmt.Sprintf("http://127.0.0.1:%d/upload", port), "8")
+	got := c.bytes.Load()
+	t.Logf("the host server received %d bytes of request bodies in %d connections", got, c.n.Load())
+	if c.n.Load() == 0 {
+		t.Fatalf("no upload reached the allowed host: the probe is broken")
+	}
+	if got > 3<<20 {
+		t.Errorf("EXFILTRATION: byte_budget 2MiB, but the allowed host received %d bytes", got)
+	}
+	denied := 0
+	for _, e := range f.events(r.id) {
+		if e.Kind == "egress" && e.Decision == "deny" {
+			denied++
+		}
+	}
+	if denied == 0 && got < 8<<20 {
+		t.Logf("note: the budget cut flows without a deny record")
+	}
 }

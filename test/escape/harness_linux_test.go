@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
@@ -168,6 +169,15 @@ func newFixture(t *testing.T) *fixture {
 	f.git("init", "-q", "-b", "main")
 	f.git("add", "-A")
 	f.git("commit", "-q", "-m", "initial")
+	// Untracked (not ignored) files are part of the copy too: a hard link
+	// and a symlink to host files that git has never seen.
+	mustWrite(t, filepath.Join(f.outside, "hard-untracked-target.txt"), "untracked hard original\n")
+	if err := os.Link(filepath.Join(f.outside, "hard-untracked-target.txt"), filepath.Join(f.repo, "hard-untracked.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(f.outside, "target.txt"), filepath.Join(f.repo, "link-untracked")); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 
@@ -551,6 +561,8 @@ func listenHTTP(t *testing.T, name string) (*counter, int) {
 	c := &counter{name: name, addr: ln.Addr().String()}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			c.bytes.Add(n)
 			fmt.Fprintln(w, "host server reached")
 		}),
 		ConnState: func(_ net.Conn, s http.ConnState) {
@@ -614,3 +626,11 @@ var runAsRoot = os.Geteuid() == 0
 
 // serial runs heavy tests one at a time even under -parallel.
 var serial sync.Mutex
+
+// knownBug marks a probe that found a real weakness, reported to the
+// package's owner: the suite stays green while it is open, and the skip
+// message says exactly what is wrong. Remove the call once it is fixed.
+func knownBug(t *testing.T, format string, args ...any) {
+	t.Helper()
+	t.Skipf("BUG: "+format, args...)
+}

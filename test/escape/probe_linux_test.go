@@ -822,6 +822,12 @@ var probes = map[string]func(args []string) error{
 			fmt.Fprintf(f, "[include]\n\tpath = /workspace/evil.cfg\n")
 			f.Close()
 		}
+		if len(args) > 1 {
+			// Point the copy's object store at host directories, so a
+			// host-side git run on the copy would read them.
+			alt := strings.Join(args[1:], "\n") + "\n"
+			say("alternates: %v", os.WriteFile("/workspace/.git/objects/info/alternates", []byte(alt), 0o644))
+		}
 		os.WriteFile("/workspace/.gitattributes", []byte("* filter=x diff=x\n"), 0o644)
 		os.WriteFile("/workspace/changed.txt", []byte("make the diff non-empty\n"), 0o644)
 		return nil
@@ -961,12 +967,19 @@ var probes = map[string]func(args []string) error{
 	"fill": func(args []string) error {
 		defer time.Sleep(3 * time.Second)
 		buf := bytes.Repeat([]byte("F"), 1<<20)
+		limit := int64(1 << 62)
+		for _, d := range args {
+			if v, ok := strings.CutPrefix(d, "max="); ok {
+				n, _ := strconv.Atoi(v)
+				limit = int64(n) << 20
+			}
+		}
 		for _, d := range args {
 			if !strings.HasPrefix(d, "/") {
 				continue
 			}
 			var total int64
-			for i := 0; ; i++ {
+			for i := 0; total < limit; i++ {
 				f, err := os.Create(fmt.Sprintf("%s/fill-%d", d, i))
 				if err != nil {
 					say("fill %s: %v after %d MiB", d, err, total>>20)
@@ -1005,6 +1018,52 @@ var probes = map[string]func(args []string) error{
 			}
 		}
 		return f.Close()
+	},
+	// execallow TOKEN: run programs from outside the exec allowlist by
+	// every route: a copy in /tmp, /workspace and HOME, memfd, the dynamic
+	// loader, a script. Each program that runs creates ran-TOKEN-ROUTE.
+	"execallow": func(args []string) error {
+		tok := args[0]
+		touch, err := exec.LookPath("touch")
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(touch)
+		if err != nil {
+			return err
+		}
+		target := func(route string) string { return "/workspace/ran-" + tok + "-" + route }
+		say("allowed /usr/bin/touch: %v", exec.Command(touch, target("allowed")).Run())
+		for _, dir := range []string{"/tmp", "/workspace", "/home/agent", "/dev/shm"} {
+			cp := dir + "/touch-copy"
+			os.WriteFile(cp, b, 0o755)
+			route := strings.Trim(strings.ReplaceAll(dir, "/", "-"), "-")
+			say("copy in %s: %v", dir, exec.Command(cp, target("copy-"+route)).Run())
+			if ld, _ := filepath.Glob("/lib64/ld-linux-*.so.2"); len(ld) > 0 {
+				say("ld.so %s: %v", cp, exec.Command(ld[0], cp, target("ldso-"+route)).Run())
+			}
+		}
+		say("memfd: %v", exec.Command("/probe/probe", probeArg, "execas", "memfd", touch, target("memfd")).Run())
+		os.WriteFile("/tmp/s.sh", []byte("#!/bin/sh\n/tmp/touch-copy "+target("script")+"\n"), 0o755)
+		say("script: %v", exec.Command("/tmp/s.sh").Run())
+		return nil
+	},
+	// upload URL MIB: POST MIB MiB through the proxy, in 1 MiB requests,
+	// and then through one CONNECT tunnel.
+	"upload": func(args []string) error {
+		n, _ := strconv.Atoi(args[1])
+		c := proxyClient(os.Getenv("HTTP_PROXY"))
+		chunk := bytes.Repeat([]byte("X"), 1<<20)
+		for i := 0; i < n; i++ {
+			resp, err := c.Post(args[0], "application/octet-stream", bytes.NewReader(chunk))
+			if err != nil {
+				say("upload %d: %v", i, err)
+				continue
+			}
+			resp.Body.Close()
+			say("upload %d: %s", i, resp.Status)
+		}
+		return nil
 	},
 	// sleep SECONDS: hold the sandbox open.
 	"sleep": func(args []string) error {
