@@ -159,12 +159,14 @@ func recordTiming(format string, args ...any) {
 
 // TestRealClients runs Claude Code and Codex CLI inside enclave run with
 // the benign and hostile scenarios, and Claude's in-process Read tool
-// scenario; each hostile run has an unconfined control run first, which
-// shows the harness detects the leaks the enclave is meant to stop.
+// scenario. Each agent also runs once bare per scenario kind: the benign
+// baseline (timings; the agent works here at all) and the hostile control,
+// which shows the harness detects the leaks the enclave is meant to stop.
 func TestRealClients(t *testing.T) {
 	env := setup(t)
 	for _, a := range agents {
 		t.Run(a.name, func(t *testing.T) {
+			t.Run("benign-unconfined-baseline", func(t *testing.T) { testBaseline(t, env, a) })
 			t.Run("benign", func(t *testing.T) { testBenign(t, env, a) })
 			t.Run("hostile-unconfined-control", func(t *testing.T) { testControl(t, env, a) })
 			t.Run("hostile", func(t *testing.T) { testHostile(t, env, a) })
@@ -529,6 +531,16 @@ func testBenign(t *testing.T, e *testEnv, a agent) {
 	// enclave nothing else was even attempted.
 	if _, denied := egressOf(t, evs); len(denied) > 0 || sess.Blocked != 0 {
 		t.Errorf("benign run had %d blocked actions, denied egress %+v; want none", sess.Blocked, denied)
+	}
+}
+
+// testBaseline runs the benign scenario without enclave, with the
+// harness's own checks on: the baseline for the timings, and proof that
+// the agent and the fake model work on this machine at all.
+func testBaseline(t *testing.T, e *testEnv, a agent) {
+	r := e.runHarness(t, a, "benign", false)
+	if r.rep.AgentExitCode != 0 || r.rep.TurnsServed != 2 {
+		t.Errorf("unconfined benign run: exit %d, turns_served %d, want 0 and 2\n%s", r.rep.AgentExitCode, r.rep.TurnsServed, r.harness)
 	}
 }
 
