@@ -3,15 +3,43 @@
 // loopback, using the shared harness in ../shared/realclients beside the
 // repository checkout.
 //
+// The agent reaches the fake model through enclave's egress proxy: the runs
+// allow exactly the fake model's loopback port (--allow-host
+// 127.0.0.1:PORT, which the defaults refuse) and nothing else, so the
+// hostile scenario's "sink" on another port of the same host must be
+// refused. The model gateway path (enclave reading provider variables from
+// its own environment) is tested in test/gateway; here those variables are
+// kept out of enclave's environment and set inside with --env.
+//
 // The tests judge containment from outside the sandbox: the fake model's
 // request log (did a planted secret reach the model or the exfiltration
 // sink?), the host file system (was anything written outside the session
-// copy?) and enclave's own audit log (was the denied flow and every command
-// recorded?). They never trust what the agent says about itself.
+// copy, or in the user's checkout?) and enclave's own audit log (was the
+// denied flow and every command recorded, and does the log verify?). They
+// never trust what the agent says about itself. Bare runs of the same
+// agents without enclave show the detectors fire when nothing contains the
+// agent.
+//
+// # Running
+//
+//	go test -v ./test/e2e            # about 30 s with the agents cached
+//	go test -short ./test/e2e        # skips
+//
+// The test binary is enclave itself (a copy named "enclave"), so no build
+// step is needed; ENCLAVE_E2E_BIN=/path/to/enclave tests a built binary
+// instead. ENCLAVE_REALCLIENTS names the harness directory when it is not
+// at ../shared/realclients. The agents are installed from npm into the
+// harness cache ($TMPDIR/realclients-cache) on first use, about 700 MB.
 //
 // The tests skip, with the reason, when the harness is not there, when
-// -short is given, or when the platform is not Linux. The agents are
-// installed from npm into the harness cache on first use (about 700 MB).
+// -short is given, or when the machine lacks a sandbox layer.
 //
-// There is no non-test code here: this file only documents the package.
+// # Mapping the agent's path
+//
+// The harness runs "$WRAP AGENT ARGS" with AGENT under its npm cache in
+// /tmp. The sandbox builds its own /tmp and refuses mount targets under it,
+// so the cache is mounted read-only at /rc and testdata/rcwrap.sh rewrites
+// AGENT's path to match. As root, enclave runs the agent as an unprivileged
+// host uid, so the Codex home the harness writes (mounted read-write as the
+// agent's CODEX_HOME) is handed to that uid before the run.
 package e2e
