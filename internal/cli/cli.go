@@ -94,6 +94,7 @@ Sessions:
     sessions  list sessions
     log       show the timeline of a session
     diff      show what a session changed against its base commit
+    data      show where a session's data went: models, hosts, bytes, tokens, blocks
 
 Setup and checks:
     init      write a commented enclave.yaml and create the audit signing key
@@ -160,6 +161,8 @@ func (e *Env) Run(ctx context.Context, args []string) error {
 		return e.sessionsCmd(ctx, rest)
 	case "log":
 		return e.logCmd(ctx, rest)
+	case "data":
+		return e.dataCmd(ctx, rest)
 	case "diff":
 		return e.diffCmd(ctx, rest)
 	case "init":

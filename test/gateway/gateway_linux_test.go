@@ -21,6 +21,7 @@ import (
 
 	"github.com/enclave-dev/enclave/internal/cli"
 	"github.com/enclave-dev/enclave/internal/sandbox"
+	"github.com/enclave-dev/enclave/internal/session"
 )
 
 // TestMain lets this test binary be enclave: the sandbox re-executes
@@ -442,6 +443,32 @@ func TestSecretRedactedKeyNeverInside(t *testing.T) {
 			}
 			if !denied {
 				t.Errorf("no denied egress record to the model port %d", r.model)
+			}
+
+			// enclave data tells the same story from the audit log.
+			var d session.DataFlow
+			if err := json.Unmarshal(e.enclaveCmd(t, r, "data", "--json", "last"), &d); err != nil {
+				t.Fatalf("enclave data --json last: %v", err)
+			}
+			if !d.Gateway || len(d.Models) == 0 || d.Models[0].Requests == 0 || d.Models[0].RequestBytes == 0 {
+				t.Errorf("enclave data models = %+v, want requests and bytes through the gateway", d.Models)
+			}
+			if !slices.ContainsFunc(d.Redactions, func(x session.RedactionFlow) bool { return x.Rule == "aws-access-key-id" }) {
+				t.Errorf("enclave data redactions = %+v, want aws-access-key-id", d.Redactions)
+			}
+			if !slices.ContainsFunc(d.Blocked, func(b session.BlockedFlow) bool {
+				return b.Kind == "egress" && strings.Contains(b.What, fmt.Sprintf(":%d", r.model))
+			}) {
+				t.Errorf("enclave data blocked = %+v, want the direct call to the model port", d.Blocked)
+			}
+			if len(d.DroppedRules) != 1 {
+				t.Errorf("enclave data dropped rules = %+v, want the --allow-host rule for the upstream", d.DroppedRules)
+			}
+			text := string(e.enclaveCmd(t, r, "data", "last"))
+			for _, want := range []string{"models:", "aws-access-key-id", "blocked:"} {
+				if !strings.Contains(text, want) {
+					t.Errorf("enclave data last lacks %q:\n%s", want, text)
+				}
 			}
 		})
 	}
