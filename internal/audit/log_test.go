@@ -474,10 +474,19 @@ func TestFollowAnotherProcess(t *testing.T) {
 	l := openLog(t, wst, fixedKey(t), audit.Options{})
 	defer l.Close()
 	got := make(chan int64, 10)
-	go audit.Follow(ctx, rst, audit.Filter{Kinds: []string{audit.KindEgress}}, 10*time.Millisecond, func(r audit.Record) error {
-		got <- r.Seq
-		return nil
-	})
+	done := make(chan error, 1)
+	go func() {
+		done <- audit.Follow(ctx, rst, audit.Filter{Kinds: []string{audit.KindEgress}}, 10*time.Millisecond, func(r audit.Record) error {
+			got <- r.Seq
+			return nil
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Follow after cancel = %v, want context.Canceled", err)
+		}
+	}()
 	for i := 0; i < 6; i++ {
 		if _, err := l.Append(ctx, testEvent(i)); err != nil {
 			t.Fatal(err)

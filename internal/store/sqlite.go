@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -28,7 +29,7 @@ type SQLite struct {
 	r    *sql.DB // readers (WAL lets them run beside the writer)
 
 	mu     sync.Mutex // serialises transactions on w within this process
-	closed bool
+	closed atomic.Bool
 }
 
 var _ Store = (*SQLite)(nil)
@@ -189,7 +190,7 @@ func (s *SQLite) migrate() error {
 }
 
 func (s *SQLite) check() error {
-	if s.closed {
+	if s.closed.Load() {
 		return ErrClosed
 	}
 	return nil
@@ -630,10 +631,10 @@ func (s *SQLite) ListSessions(ctx context.Context, f SessionFilter) ([]*Session,
 func (s *SQLite) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed.Load() {
 		return nil
 	}
-	s.closed = true
+	s.closed.Store(true)
 	err1 := s.r.Close()
 	err2 := s.w.Close()
 	if err := errors.Join(err1, err2); err != nil {
