@@ -82,7 +82,6 @@ type ClassifiedHit struct {
 }
 
 type egressEvent struct {
-	Flow      int64  `json:"flow"`
 	Host      string `json:"host"`
 	Port      int    `json:"port"`
 	Method    string `json:"method"`
