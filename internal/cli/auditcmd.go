@@ -54,6 +54,12 @@ func (e *Env) auditCmd(ctx context.Context, args []string) error {
 	case "export":
 		return e.auditExport(ctx, args[1:])
 	case "checkpoint":
+		fs := e.newFlagSet("audit checkpoint", "audit checkpoint", `Checkpoint signs the audit log's current tree head now and prints the signed
+note. Keep copies elsewhere (another machine, a git ref, a ticket): "enclave
+audit verify -published FILE" then catches a history rewritten since.`, "    enclave audit checkpoint > /mnt/elsewhere/checkpoint.txt")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
 		st, err := e.openState(ctx)
 		if err != nil {
 			return err
@@ -66,6 +72,11 @@ func (e *Env) auditCmd(ctx context.Context, args []string) error {
 		_, err = e.Stdout.Write(cp.Note)
 		return err
 	case "key":
+		fs := e.newFlagSet("audit key", "audit key", `Key prints the audit log's public key: give it to auditors, who verify
+checkpoints and proofs with it and nothing else.`, "    enclave audit key > audit.pub")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
 		dir, err := e.stateDir()
 		if err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -230,14 +231,23 @@ func describeEvent(ev audit.Event) string {
 	return clip(string(ev.Data), 120)
 }
 
+// firstNonPrint returns the first rune of s that is not printable, or 'a'.
+func firstNonPrint(s string) rune {
+	for _, r := range s {
+		if !strconv.IsPrint(r) {
+			return r
+		}
+	}
+	return 'a'
+}
+
 func argvString(v any) string {
 	list, _ := v.([]any)
 	var parts []string
 	for _, a := range list {
 		s := fmt.Sprint(a)
-		if strings.ContainsAny(s, " \t\"'") || s == "" {
-			b, _ := json.Marshal(s)
-			s = string(b)
+		if strings.ContainsAny(s, " \t\"'\\") || s == "" || !strconv.IsPrint(firstNonPrint(s)) {
+			s = strconv.Quote(s)
 		}
 		parts = append(parts, s)
 	}

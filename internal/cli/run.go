@@ -47,7 +47,7 @@ type runFlags struct {
 	ro, rw, allowHost   listFlag
 	pass, setEnv        listFlag
 	degrade             listFlag
-	tty                 onceString
+	tty, gateway        onceString
 	quiet, trustPolicy  bool
 }
 
@@ -61,6 +61,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.setEnv, "env", "set `NAME=value` inside the sandbox (repeatable)")
 	fs.Var(&f.degrade, "degrade", "run without protection `layer` (landlock, seccomp, cgroups) if this kernel lacks it")
 	fs.Var(&f.tty, "tty", "give the agent a terminal: auto, always or never")
+	fs.Var(&f.gateway, "gateway", "model gateway: auto (on when a provider is configured), on (required), off")
 	fs.BoolVar(&f.quiet, "q", false, "print no session banner and summary")
 	fs.BoolVar(&f.trustPolicy, "trust-policy", false, "trust the repository's enclave.yaml as it is now (asked once per content)")
 }
@@ -157,9 +158,22 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
 
+	var gw session.GatewayMode
+	switch f.gateway.val {
+	case "", "auto":
+		gw = session.GatewayAuto
+	case "on":
+		gw = session.GatewayRequired
+	case "off":
+		gw = session.GatewayOff
+	default:
+		return nil, usagef("-gateway %q: write auto, on or off", f.gateway.val)
+	}
+
 	started := time.Now()
 	res, err := session.Run(ctx, session.Options{
-		Argv: argv, Dir: dir, User: currentUser(), Policy: pol, Profile: prof,
+		Gateway: gw,
+		Argv:    argv, Dir: dir, User: currentUser(), Policy: pol, Profile: prof,
 		Environ: e.environ(), StateDir: st.dir, Store: st.store, Audit: st.log,
 		Mounts: mounts, Env: f.setEnv,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: tty, Signals: sigs,
@@ -182,7 +196,14 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 	}
 	var le *sandbox.LayerError
 	if errors.As(err, &le) {
-		return res, withHint(err, "run \"enclave doctor\" to see which layers this machine has; --degrade "+le.Layer+" runs without it, if you accept that")
+		hint := "run \"enclave doctor\" to see which layers this machine has"
+		switch le.Layer {
+		case sandbox.LayerLandlock, sandbox.LayerSeccomp, sandbox.LayerCgroups:
+			hint += "; --degrade " + le.Layer + " runs without it, if you accept that"
+		default:
+			hint += "; enclave cannot run without " + le.Layer
+		}
+		return res, withHint(err, hint)
 	}
 	return res, err
 }
