@@ -171,15 +171,15 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 	cleanups = append(cleanups, func() { unix.Close(ctlHost); ctlChild.Close() })
 
 	stdin, stdout, stderr := cfg.Stdin, cfg.Stdout, cfg.Stderr
-	var slave *os.File
 	if cfg.TTY {
-		master, sl, perr := openPTY()
-		if perr != nil {
-			return nil, perr
+		// The init allocates the pty inside and sends the master back; it
+		// never touches the caller's stdio itself.
+		stdin, stdout, stderr = nil, nil, nil
+		if cfg.Stdin != nil && term.IsTerminal(int(cfg.Stdin.Fd())) {
+			if w, h, err := term.GetSize(int(cfg.Stdin.Fd())); err == nil && w > 0 && h > 0 && w <= 0xffff && h <= 0xffff {
+				ic.Rows, ic.Cols = uint16(h), uint16(w)
+			}
 		}
-		s.pty, slave = master, sl
-		cleanups = append(cleanups, func() { master.Close(); sl.Close() })
-		stdin, stdout, stderr = sl, sl, sl
 	}
 
 	cmd := &exec.Cmd{
@@ -222,9 +222,6 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 	ctlChild.Close()
 	logW.Close()
 	closeFiles(trees)
-	if slave != nil {
-		slave.Close()
-	}
 
 	s.ioWG.Add(1)
 	go s.relayLog(logR)
@@ -243,6 +240,11 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 	s.stopCtx = context.AfterFunc(ctx, func() { s.kill(ctx.Err()) })
 	cleanups = append(cleanups, func() { s.stopCtx() })
 
+	cleanups = append(cleanups, func() {
+		if s.pty != nil {
+			s.pty.Close()
+		}
+	})
 	if err := s.handshake(ctlHost); err != nil {
 		return nil, err
 	}
@@ -275,6 +277,10 @@ func (s *Sandbox) handshake(ctl int) error {
 			if err := s.adoptListeners(fds); err != nil {
 				return err
 			}
+		case "pty":
+			if err := s.adoptPTY(fds); err != nil {
+				return err
+			}
 		case "notify":
 			if len(fds) != 1 {
 				closeAll(fds)
@@ -301,6 +307,9 @@ func (s *Sandbox) handshake(ctl int) error {
 			return fmt.Errorf("sandbox sent unknown control message %q", m.Kind)
 		}
 	}
+	if started && s.cfg.TTY && s.pty == nil {
+		return fmt.Errorf("sandbox started the agent without sending its pty")
+	}
 	if !started {
 		<-s.exited
 		if r := s.reason(); r != nil {
@@ -308,6 +317,23 @@ func (s *Sandbox) handshake(ctl int) error {
 		}
 		return fmt.Errorf("sandbox init exited during setup (%v); see the log for its reason", s.cmd.ProcessState)
 	}
+	return nil
+}
+
+// adoptPTY takes the master of the pty the init allocated from the
+// sandbox's devpts; it must be exactly one pty master, sent once, and only
+// when a terminal was asked for.
+func (s *Sandbox) adoptPTY(fds []int) error {
+	if !s.cfg.TTY || s.pty != nil || len(fds) != 1 {
+		closeAll(fds)
+		return fmt.Errorf("sandbox sent an unexpected pty (%d descriptors, TTY %v, already have one %v)", len(fds), s.cfg.TTY, s.pty != nil)
+	}
+	// TIOCGPTN succeeds only on a pty master.
+	if _, err := unix.IoctlGetUint32(fds[0], unix.TIOCGPTN); err != nil {
+		closeAll(fds)
+		return fmt.Errorf("sandbox sent a pty master that is not one: %w", err)
+	}
+	s.pty = os.NewFile(uintptr(fds[0]), "pty-master")
 	return nil
 }
 
@@ -483,27 +509,6 @@ func closeFiles(fs []*os.File) {
 	for _, f := range fs {
 		f.Close()
 	}
-}
-
-// openPTY opens a new pty pair on the host: master for the relay, slave
-// for the agent (opened O_NOCTTY so enclave does not adopt it).
-func openPTY() (master, slave *os.File, err error) {
-	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open /dev/ptmx: %w", err)
-	}
-	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
-		unix.Close(m)
-		return nil, nil, fmt.Errorf("unlock pty: %w", err)
-	}
-	// TIOCGPTPEER opens the slave through the master, without a path
-	// lookup in /dev/pts that could be raced.
-	sfd, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(m), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
-	if errno != 0 {
-		unix.Close(m)
-		return nil, nil, fmt.Errorf("open pty slave: %w", errno)
-	}
-	return os.NewFile(uintptr(m), "pty-master"), os.NewFile(sfd, "pty-slave"), nil
 }
 
 // startTTY relays between the caller's stdio and the pty and forwards

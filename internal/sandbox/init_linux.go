@@ -77,8 +77,30 @@ func runInit() int {
 	forward := []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT}
 	signal.Notify(sigs, append(forward, syscall.SIGCHLD)...)
 
+	// The agent's terminal comes from this sandbox's own devpts instance,
+	// so its name (/dev/pts/N) resolves inside; the host gets the master.
+	slave := -1
+	if cfg.Exec.TTY {
+		master, sl, err := openPTY(cfg.Rows, cfg.Cols)
+		if err != nil {
+			return fail("", err)
+		}
+		err = sendCtl(fdCtl, ctlMsg{Kind: "pty"}, master)
+		unix.Close(master)
+		if err != nil {
+			unix.Close(sl)
+			return fail("", err)
+		}
+		slave = sl
+	}
+
 	ctlf := os.NewFile(fdCtl, "ctl")
-	child, err := startExecStage(&cfg, ctlf, logf)
+	child, err := startExecStage(&cfg, ctlf, logf, slave)
+	if slave >= 0 {
+		// Only the agent holds the slave now: the host's relay sees EIO
+		// once the agent and its children have closed it.
+		unix.Close(slave)
+	}
 	if err != nil {
 		return fail("", err)
 	}
@@ -379,18 +401,25 @@ func openListeners(specs []ListenSpec) ([]int, error) {
 // user namespace where the init's uid 0 appears as AgentUID. The agent
 // thus owns what the init created (HOME, /tmp) but holds no capability
 // over the init's namespaces: it cannot mount, unmount or reconfigure lo.
-func startExecStage(cfg *initConfig, ctlf, logf *os.File) (int, error) {
+//
+// With slave >= 0 (a pty slave) the agent gets it as stdin, stdout, stderr
+// and controlling terminal; otherwise it inherits the init's stdio.
+func startExecStage(cfg *initConfig, ctlf, logf *os.File, slave int) (int, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return 0, fmt.Errorf("create exec config pipe: %w", err)
 	}
 	defer r.Close()
+	stdio := []uintptr{0, 1, 2}
+	if slave >= 0 {
+		stdio = []uintptr{uintptr(slave), uintptr(slave), uintptr(slave)}
+	}
 	// syscall.StartProcess, not os/exec: os/exec forks a throwaway child
 	// once per process to probe pidfd support, a cost on every sandbox
 	// start, and the init reaps with wait4 itself anyway.
 	pid, err := syscall.ForkExec("/proc/self/exe", []string{"enclave", argExec}, &syscall.ProcAttr{
 		Env:   []string{},
-		Files: []uintptr{0, 1, 2, r.Fd(), ctlf.Fd(), logf.Fd()},
+		Files: append(stdio, r.Fd(), ctlf.Fd(), logf.Fd()),
 		Sys: &syscall.SysProcAttr{
 			Cloneflags:  syscall.CLONE_NEWUSER,
 			UidMappings: []syscall.SysProcIDMap{{ContainerID: AgentUID, HostID: 0, Size: 1}},
@@ -399,7 +428,7 @@ func startExecStage(cfg *initConfig, ctlf, logf *os.File) (int, error) {
 			// set; the exec stage drops it with everything else.
 			AmbientCaps: []uintptr{unix.CAP_SETPCAP},
 			Setsid:      true, // a new session: no TIOCSTI into the caller's terminal
-			Setctty:     cfg.Exec.TTY,
+			Setctty:     slave >= 0,
 			Ctty:        0,
 			Pdeathsig:   syscall.SIGKILL,
 		},
@@ -415,4 +444,32 @@ func startExecStage(cfg *initConfig, ctlf, logf *os.File) (int, error) {
 		return 0, fmt.Errorf("send exec config: %w", err)
 	}
 	return pid, nil
+}
+
+// openPTY allocates a pty from the sandbox's devpts instance (mounted with
+// newinstance at /dev/pts; call it after the pivot so the slave's name is
+// the one the agent sees) and sets its window size if rows and cols are
+// known. The slave is opened through the master (TIOCGPTPEER), O_NOCTTY so
+// the init does not adopt it; both descriptors are close-on-exec.
+func openPTY(rows, cols uint16) (master, slave int, err error) {
+	m, err := unix.Open("/dev/pts/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, fmt.Errorf("open /dev/pts/ptmx: %w", err)
+	}
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		unix.Close(m)
+		return -1, -1, fmt.Errorf("unlock pty: %w", err)
+	}
+	if rows > 0 && cols > 0 {
+		if err := unix.IoctlSetWinsize(m, unix.TIOCSWINSZ, &unix.Winsize{Row: rows, Col: cols}); err != nil {
+			unix.Close(m)
+			return -1, -1, fmt.Errorf("set pty window size: %w", err)
+		}
+	}
+	s, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(m), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+	if errno != 0 {
+		unix.Close(m)
+		return -1, -1, fmt.Errorf("open pty slave: %w", errno)
+	}
+	return m, int(s), nil
 }

@@ -42,7 +42,11 @@ type initConfig struct {
 	TmpSize   int64
 	Hostname  string
 	Listeners []ListenSpec
-	Exec      execConfig
+	// Rows and Cols are the initial window size of the pty the init
+	// allocates when Exec.TTY is set (0 means unknown); set before the
+	// agent starts, so its first look at the size is right.
+	Rows, Cols uint16
+	Exec       execConfig
 }
 
 // execConfig is what the init sends the exec stage on fdConfig.
@@ -64,7 +68,7 @@ type execConfig struct {
 
 // ctlMsg travels on fdCtl, one per datagram.
 type ctlMsg struct {
-	Kind   string // "listeners", "notify", "started", "error"
+	Kind   string // "listeners", "pty", "notify", "started", "error"
 	Layer  string `json:",omitempty"` // for "error": a layer that is missing
 	Msg    string `json:",omitempty"`
 	Status Status `json:",omitempty"`

@@ -11,7 +11,9 @@
 //     uts and cgroup namespaces) builds an allowlisted filesystem view on a
 //     tmpfs, pivots into it, brings up loopback, creates the listeners the
 //     caller asked for inside the network namespace and hands them out,
-//     then reaps children and forwards signals;
+//     allocates the agent's pty from its own devpts instance when asked
+//     (the master goes to the host over the control socket), then reaps
+//     children and forwards signals;
 //   - the exec stage ("__sandbox-exec", in a nested user namespace where it
 //     is uid 1000 and owns no capability over the init's namespaces) starts
 //     a new session and session keyring, sets rlimits, drops every
@@ -167,9 +169,12 @@ type Config struct {
 	Listeners []ListenSpec
 
 	Stdin, Stdout, Stderr *os.File // nil means /dev/null
-	// TTY allocates a pty on the host, relays Stdin/Stdout through it,
-	// puts Stdin in raw mode when it is a terminal and forwards window
-	// size changes. The agent gets the pty as controlling terminal.
+	// TTY gives the agent a pty as stdin, stdout, stderr and controlling
+	// terminal. The pty comes from the sandbox's own devpts instance (so
+	// its name, /dev/pts/N, resolves inside); the host relays Stdin and
+	// Stdout through its master, puts Stdin in raw mode when it is a
+	// terminal and forwards its window size, initially and on SIGWINCH.
+	// Stderr is not used: the agent's stderr is the pty.
 	TTY bool
 
 	// Degrade lists layers allowed to be missing: LayerLandlock,

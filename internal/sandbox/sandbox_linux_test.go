@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -554,6 +555,54 @@ func TestTTY(t *testing.T) {
 	if !strings.Contains(e.out.String(), "from-pty") {
 		t.Errorf("pty output not relayed: %q", e.out)
 	}
+}
+
+// TestTTYName checks, from the relayed output, that the agent's terminal
+// has a name that resolves inside the sandbox (the pty is allocated from
+// the sandbox's own devpts), that the window size the host set on its
+// terminal reached it before it started, and that the terminal is the
+// agent's controlling terminal in a session of its own.
+func TestTTYName(t *testing.T) {
+	e := newEnv(t, `tty; stty size; n=$(tty) && test -c "$n" && test "$n" -ef /dev/stdin && echo name-resolves; `+
+		`test -t 2 && echo stderr-is-tty; set -- $(cat /proc/$$/stat); test "$6" = $$ && echo session-leader; `+
+		`exec 3</dev/tty && echo has-ctty`)
+	e.cfg.TTY = true
+	// The caller's terminal: a host pty whose size the relay must copy.
+	master, slave := hostPTY(t)
+	if err := unix.IoctlSetWinsize(int(slave.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 37, Col: 91}); err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.Stdin = slave
+	e.mustRun(0)
+	master.Close()
+	out := strings.ReplaceAll(e.out.String(), "\r\n", "\n")
+	if !regexp.MustCompile(`(?m)^/dev/pts/[0-9]+$`).MatchString(out) || strings.Contains(out, "not a tty") {
+		t.Errorf("tty inside printed no /dev/pts/N name:\n%s", out)
+	}
+	for _, want := range []string{"\n37 91\n", "name-resolves\n", "stderr-is-tty\n", "session-leader\n", "has-ctty\n"} {
+		if !strings.Contains("\n"+out, want) {
+			t.Errorf("output lacks %q:\n%s", strings.TrimSpace(want), out)
+		}
+	}
+}
+
+// hostPTY opens a pty pair on the host, standing for the user's terminal.
+func hostPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Skipf("no host pty: %v", err)
+	}
+	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	s, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(m), unix.TIOCGPTPEER, uintptr(unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC))
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	master, slave = os.NewFile(uintptr(m), "test-pty-master"), os.NewFile(s, "test-pty-slave")
+	t.Cleanup(func() { master.Close(); slave.Close() })
+	return master, slave
 }
 
 func TestRequiredLayerFailsClosed(t *testing.T) {
