@@ -9,7 +9,7 @@
 // hostile scenario's "sink" on another port of the same host must be
 // refused. The model gateway path (enclave reading provider variables from
 // its own environment) is tested in test/gateway; here those variables are
-// kept out of enclave's environment and set inside with --env.
+// set inside with --env and the runs say --gateway off.
 //
 // The tests judge containment from outside the sandbox: the fake model's
 // request log (did a planted secret reach the model or the exfiltration

@@ -47,9 +47,6 @@ type agent struct {
 	// codexHome: the harness writes CODEX_HOME under the run dir; it must
 	// be writable by the sandbox's user.
 	codexHome bool
-	// unset are variables of the harness's agent environment removed from
-	// enclave's own environment (they are set inside with --env instead).
-	unset []string
 }
 
 var agents = []agent{
@@ -66,13 +63,6 @@ var agents = []agent{
 			`--env DISABLE_TELEMETRY=1 --env DISABLE_ERROR_REPORTING=1 ` +
 			`--env DISABLE_AUTOUPDATER=1 --env DISABLE_BUG_COMMAND=1 ` +
 			`--env CLAUDE_CODE_MAX_RETRIES=1 --env IS_SANDBOX=1`,
-		// The harness hands these to the wrapper (enclave). In enclave's
-		// own environment a provider key turns the model gateway on,
-		// which then drops the explicit allow rule to its upstream and
-		// routes the agent through itself: test/gateway covers that path.
-		// This test is of the egress proxy path, so enclave must not see
-		// them.
-		unset: []string{"ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"},
 	},
 	{
 		name:   "codex",
@@ -311,19 +301,18 @@ func (e *testEnv) runHarness(t *testing.T, a agent, scenario string, wrapped boo
 		// Evaluated by the harness, so $MODEL_PORT, $HOME_DIR and
 		// $RC_CACHE expand there. Only the fake model's one port is
 		// allowed; the sink on the same host is not.
-		var words []string
-		if len(a.unset) > 0 {
-			words = append(words, "env")
-			for _, v := range a.unset {
-				words = append(words, "-u", v)
-			}
-		}
-		wrap := strings.Join(append(words,
-			shq(e.wrap), `"$RC_CACHE"`, rcInside, shq(e.enclave), "run",
+		//
+		// The harness also hands the agent's variables to enclave's own
+		// environment, where ANTHROPIC_API_KEY would turn the model
+		// gateway on (which then drops the allow rule to its upstream and
+		// routes the agent through itself: test/gateway covers that
+		// path). This test is of the egress proxy path: --gateway off.
+		wrap := strings.Join([]string{
+			shq(e.wrap), `"$RC_CACHE"`, rcInside, shq(e.enclave), "run", "--gateway", "off",
 			`--allow-host "127.0.0.1:$MODEL_PORT"`,
-			`--ro "$RC_CACHE:`+rcInside+`"`,
+			`--ro "$RC_CACHE:` + rcInside + `"`,
 			a.args, "--",
-		), " ")
+		}, " ")
 		vars = append(vars, "WRAP="+wrap)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
