@@ -205,6 +205,8 @@ type changeSet struct {
 	// notes are findings about the change itself (binary, huge files).
 	notes []Finding
 	max   int64
+	// goCache is a fresh host directory for GOCACHE ("" for none).
+	goCache string
 }
 
 func (c *changeSet) file(p string) *fileChange {

@@ -52,6 +52,14 @@ func (r *SandboxRunner) Run(ctx context.Context, spec RunSpec) (RunResult, error
 		"HOME=/home/agent", "TMPDIR=/tmp", "LANG=C.UTF-8", "CI=1",
 	}
 	mounts := []sandbox.Mount{{Source: spec.Dir, Target: "/work", Writable: true}}
+	gocache := "/tmp/gocache"
+	if spec.Go && spec.GoCache != "" {
+		if err := sandbox.ChownTree(spec.GoCache, uid, gid); err != nil {
+			return RunResult{}, fmt.Errorf("sandbox run: %w", err)
+		}
+		mounts = append(mounts, sandbox.Mount{Source: spec.GoCache, Target: "/gocache", Writable: true})
+		gocache = "/gocache"
+	}
 	if spec.Go {
 		goroot := goEnv("GOROOT")
 		if goroot != "" {
@@ -62,7 +70,7 @@ func (r *SandboxRunner) Run(ctx context.Context, spec RunSpec) (RunResult, error
 				env = append(env, "GOROOT=/goroot")
 			}
 		}
-		env = append(env, "GOCACHE=/tmp/gocache", "GOPATH=/tmp/gopath", "GOFLAGS=-mod=readonly",
+		env = append(env, "GOCACHE="+gocache, "GOPATH=/tmp/gopath", "GOFLAGS=-mod=readonly",
 			"GOPROXY=off", "GOTOOLCHAIN=local", "GOTELEMETRY=off", "GOENV=off", "GOWORK=off")
 		mc := r.GOMODCACHE
 		if mc == "" {

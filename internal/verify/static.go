@@ -259,7 +259,7 @@ func goVet(ctx context.Context, c *changeSet, dir string, cfg Config, run Runner
 	}
 	sort.Strings(list)
 	argv := append([]string{"go", "vet"}, list...)
-	res, err := run.Run(ctx, RunSpec{Argv: argv, Dir: dir, Timeout: 5 * time.Minute, Memory: cfg.TestMemory, Go: true})
+	res, err := run.Run(ctx, RunSpec{Argv: argv, Dir: dir, Timeout: 5 * time.Minute, Memory: cfg.TestMemory, Go: true, GoCache: c.goCache})
 	if err != nil {
 		return []Finding{{Rule: "could-not-analyse", Message: scrubLine("go vet could not run: " + clip(err.Error(), 300))}}, nil
 	}

@@ -29,6 +29,12 @@ type RunSpec struct {
 	// module cache read-only, a private GOCACHE, GOPROXY=off,
 	// GOTOOLCHAIN=local.
 	Go bool
+	// GoCache, if set, is a host directory mounted writable as GOCACHE;
+	// Run shares one fresh directory between go vet and the tests of one
+	// verification so the standard library is compiled once. It is never
+	// shared between verifications: a cache the agent's code wrote to
+	// could otherwise poison a later run.
+	GoCache string
 }
 
 // RunResult is how it went.
@@ -98,7 +104,7 @@ func runTests(ctx context.Context, c *changeSet, dir string, cfg Config, run Run
 	if run == nil {
 		return []Finding{{Rule: "could-not-run", Message: "no sandbox runner: tests not run"}}, tr, nil
 	}
-	res, err := run.Run(ctx, RunSpec{Argv: argv, Dir: dir, Timeout: cfg.TestTimeout, Memory: cfg.TestMemory, Go: argv[0] == "go"})
+	res, err := run.Run(ctx, RunSpec{Argv: argv, Dir: dir, Timeout: cfg.TestTimeout, Memory: cfg.TestMemory, Go: argv[0] == "go", GoCache: c.goCache})
 	if err != nil {
 		return []Finding{{Rule: "could-not-run", Message: scrubLine(fmt.Sprintf("tests could not run: %v", err))}}, tr, nil
 	}

@@ -218,6 +218,10 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			}
 		}
 		extractErr = extract(ch, workdir)
+		if gc, err := os.MkdirTemp("", "enclave-verify-gocache-"); err == nil {
+			defer os.RemoveAll(gc)
+			ch.goCache = gc
+		}
 	}
 
 	type out struct {
