@@ -94,6 +94,7 @@ Sessions:
     sessions  list sessions
     log       show the timeline of a session
     diff      show what a session changed against its base commit
+    verify    run the verification gate on a session's change (exit 0 pass, 1 fail, 3 needs-review)
     data      show where a session's data went: models, hosts, bytes, tokens, blocks
 
 Setup and checks:
@@ -165,6 +166,8 @@ func (e *Env) Run(ctx context.Context, args []string) error {
 		return e.dataCmd(ctx, rest)
 	case "diff":
 		return e.diffCmd(ctx, rest)
+	case "verify":
+		return e.verifyCmd(ctx, rest)
 	case "init":
 		return e.initCmd(ctx, rest)
 	case "doctor":
