@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/enclave-dev/enclave/internal/audit"
 	"github.com/enclave-dev/enclave/internal/store"
@@ -58,7 +61,7 @@ func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 			exit = fmt.Sprint(*s.ExitCode)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.ID, s.Started.Local().Format("2006-01-02 15:04"),
-			s.State, exit, s.Blocked, s.FilesChanged, humanBytes(s.BytesUp), clip(strings.Join(s.Command, " "), 48))
+			s.State, exit, s.Blocked, s.FilesChanged, humanBytes(s.BytesUp), safeText(clip(strings.Join(s.Command, " "), 48)))
 	}
 	return tw.Flush()
 }
@@ -159,7 +162,7 @@ SESSION is an id, a unique part of one, or "last".`, "    enclave log last\n    
 			return enc.Encode(map[string]any{"seq": r.Seq, "time": ev.Time, "session": ev.Session, "kind": ev.Kind,
 				"actor": ev.Actor, "decision": ev.Decision, "data": ev.Data})
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", ev.Time.Local().Format("15:04:05.000"), r.Seq, ev.Kind, ev.Decision, describeEvent(ev))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", ev.Time.Local().Format("15:04:05.000"), r.Seq, safeText(ev.Kind), safeText(ev.Decision), safeText(describeEvent(ev)))
 		if *follow {
 			return tw.Flush()
 		}
@@ -294,7 +297,15 @@ agent's git configuration). SESSION is an id, a unique part of one, or "last".`,
 	case *stat:
 		return writeStat(e.Stdout, c)
 	}
-	return c.Patch(ctx, workspace.TerminalSafe(e.Stdout))
+	// The patch is the agent's text: TerminalSafe neutralises control
+	// characters; bidi and other format characters (which reorder what a
+	// reviewer sees) are escaped here.
+	var buf bytes.Buffer
+	if err := c.Patch(ctx, &buf); err != nil {
+		return err
+	}
+	_, err = workspace.TerminalSafe(e.Stdout).Write(escapeFormat(buf.Bytes()))
+	return err
 }
 
 func writeStat(w io.Writer, c *workspace.Change) error {
@@ -308,7 +319,7 @@ func writeStat(w io.Writer, c *workspace.Change) error {
 		if f.Binary {
 			counts = "binary"
 		}
-		fmt.Fprintf(tw, " %s\t%s\t%s\n", f.Status, name, counts)
+		fmt.Fprintf(tw, " %s\t%s\t%s\n", f.Status, safeText(name), counts)
 	}
 	fmt.Fprintf(tw, " %d files changed, %d insertions(+), %d deletions(-)\n", len(c.Files), c.Insertions, c.Deletions)
 	return tw.Flush()
@@ -319,4 +330,50 @@ func kinds(k string) []string {
 		return nil
 	}
 	return strings.Split(k, ",")
+}
+
+// safeText escapes what a terminal would interpret in text the agent
+// controls (file names, hosts, arguments): control characters, including
+// newlines that could forge a line of enclave's own output, and format
+// characters such as bidi overrides that reorder what is displayed.
+func safeText(s string) string {
+	clean := true
+	for _, r := range s {
+		if !strconv.IsPrint(r) && r != ' ' {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if strconv.IsPrint(r) || r == ' ' {
+			b.WriteRune(r)
+			continue
+		}
+		q := strconv.QuoteRune(r)
+		b.WriteString(q[1 : len(q)-1])
+	}
+	return b.String()
+}
+
+// escapeFormat escapes Unicode format characters (bidi overrides and
+// isolates, zero-width marks) in text, leaving everything else as is.
+func escapeFormat(b []byte) []byte {
+	if !bytes.ContainsFunc(b, func(r rune) bool { return unicode.Is(unicode.Cf, r) }) {
+		return b
+	}
+	var out bytes.Buffer
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if unicode.Is(unicode.Cf, r) {
+			fmt.Fprintf(&out, "\\u%04x", r)
+		} else {
+			out.Write(b[:n])
+		}
+		b = b[n:]
+	}
+	return out.Bytes()
 }

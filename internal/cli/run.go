@@ -334,7 +334,7 @@ func (e *Env) printSummary(res *session.Result, took time.Duration) {
 			if count[k] > 1 {
 				times = fmt.Sprintf(" (%d times)", count[k])
 			}
-			fmt.Fprintf(w, "enclave:     %-6s %s%s: %s\n", k.kind, k.what, times, reason[k])
+			fmt.Fprintf(w, "enclave:     %-6s %s%s: %s\n", k.kind, safeText(k.what), times, safeText(reason[k]))
 		}
 	}
 	fmt.Fprintf(w, "enclave:   egress: %d flows, %s out, %s in\n", res.Flows, humanBytes(s.BytesUp), humanBytes(s.BytesDown))

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -284,6 +285,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		_ = sb.Signal(killSignal)
 		_, _ = sb.Wait()
 		return fail(err)
+	}
+
+	if d := prof.Limits.Disk; d > 0 {
+		go watchDisk(ctx, ws.Copy, d, stopFwd, func(size int64) {
+			rec.addBlocked(Blocked{Kind: "limit", What: "workspace disk", Reason: fmt.Sprintf("the workspace grew by %d bytes, over limits.disk %d", size, d)})
+			_ = rec.append(context.WithoutCancel(ctx), "limit", "deny", "enclave", map[string]any{
+				"limit": "disk", "max": d, "grown": size, "action": "session killed",
+			})
+			_ = sb.Signal(killSignal)
+		})
 	}
 
 	code, waitErr := sb.Wait()
@@ -589,4 +600,47 @@ func (r *recorder) DNSQuery(ctx context.Context, q egress.DNSQuery) error {
 	return r.append(ctx, "dns", decision, "agent", map[string]any{
 		"name": q.Name, "type": q.Type, "rcode": q.Rcode, "answers": q.Answers, "reason": q.Reason, "transport": q.Transport,
 	})
+}
+
+// diskInterval is how often the workspace's growth is measured.
+const diskInterval = 250 * time.Millisecond
+
+// watchDisk kills the session (through over) when the workspace copy grows
+// by more than max bytes over its size at the start. There is no quota on
+// the host file system, so growth is measured by walking the copy (never
+// following a symlink); between two walks the agent can exceed the limit by
+// what it writes in that time, which the file size rlimit bounds per file.
+func watchDisk(ctx context.Context, dir string, max int64, stop <-chan struct{}, over func(grown int64)) {
+	base := treeSize(dir)
+	t := time.NewTicker(diskInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stop:
+			return
+		case <-t.C:
+			if grown := treeSize(dir) - base; grown > max {
+				over(grown)
+				return
+			}
+		}
+	}
+}
+
+// treeSize is the bytes allocated to files under dir, counted by blocks so
+// sparse files count for what they hold on disk.
+func treeSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			n += diskUsage(fi)
+		}
+		return nil
+	})
+	return n
 }

@@ -1038,7 +1038,7 @@ func TestWorkspaceDiskLimit(t *testing.T) {
 	})
 	t.Logf("the workspace copy holds %d MiB after the fill", total>>20)
 	if total > 24<<20 {
-		knownBug(t, "limits.disk is parsed but not enforced: with disk: 16MiB the agent grew the workspace copy on the host disk to %d MiB (the probe stopped itself at 64); internal/session never applies Limits.Disk (no quota, no size-limited mount)", total>>20)
+		knownBug(t, "limits.disk is only enforced by a watchdog: with disk: 16MiB the agent grew the workspace copy on the host disk to %d MiB (the probe stopped itself at 64) before the 250 ms check killed the session; without a host quota or a size-limited mount a fast writer overshoots", total>>20)
 	}
 }
 
@@ -1150,6 +1150,6 @@ func TestForgedRecordAndTerminalEscapes(t *testing.T) {
 		}
 	}
 	if len(found) > 0 {
-		knownBug(t, "agent-controlled strings reach the terminal unescaped (internal/cli):\n  %s", strings.Join(found, "\n  "))
+		t.Errorf("agent-controlled strings reach the terminal unescaped (internal/cli):\n  %s", strings.Join(found, "\n  "))
 	}
 }
