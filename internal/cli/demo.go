@@ -35,8 +35,8 @@ Then it prints the session summary, the audit log of the session, the diff,
 and what it checked from outside the sandbox.`
 
 func (e *Env) demoCmd(ctx context.Context, args []string) error {
-	fs := e.newFlagSet("demo", "demo [flags]", demoAbout, "    enclave demo\n    enclave demo -keep")
-	keep := fs.Bool("keep", false, "keep the scratch directory")
+	fs := e.newFlagSet("demo", "demo [flags]", demoAbout, "    enclave demo\n    enclave demo -clean")
+	cleanup := fs.Bool("clean", false, "remove the scratch directory at the end (enclave diff and verify of the session then stop working: its repository borrows the scratch repository's objects)")
 	script := fs.Bool("script", false, "print the scripted agent and exit")
 	var f runFlags
 	fs.Var(&f.degrade, "degrade", "run without protection `layer` (landlock, seccomp, cgroups) if this kernel lacks it")
@@ -55,7 +55,7 @@ func (e *Env) demoCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if !*keep {
+	if *cleanup {
 		defer os.RemoveAll(scratch)
 	}
 	// Readable by the sandbox user when enclave runs as root.
