@@ -118,6 +118,12 @@ func (e *Env) demoCmd(ctx context.Context, args []string) error {
 		return err
 	}
 
+	fmt.Fprintf(w, "\n$ enclave verify %s\n", id)
+	var ee *exitError
+	if err := e.verifyCmd(ctx, []string{id}); err != nil && !errors.As(err, &ee) {
+		return err
+	}
+
 	// The verdict comes from outside the sandbox, never from the agent.
 	fmt.Fprintf(w, "\nChecked from outside the sandbox:\n")
 	ok := true

@@ -48,6 +48,7 @@ type runFlags struct {
 	pass, setEnv        listFlag
 	degrade             listFlag
 	tty, gateway        onceString
+	verify, task, tier  onceString
 	quiet, trustPolicy  bool
 }
 
@@ -61,6 +62,9 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.setEnv, "env", "set `NAME=value` inside the sandbox (repeatable)")
 	fs.Var(&f.degrade, "degrade", "run without protection `layer` (landlock, seccomp, cgroups) if this kernel lacks it")
 	fs.Var(&f.tty, "tty", "give the agent a terminal: auto, always or never")
+	fs.Var(&f.verify, "verify", "run the verification gate when the agent exits: auto (when it changed something) or off")
+	fs.Var(&f.task, "task", "what the agent was asked to do, for the record and the reviewer")
+	fs.Var(&f.tier, "tier", "task `tier` for review: docs-tests, routine (default) or sensitive")
 	fs.Var(&f.gateway, "gateway", "model gateway: auto (on when a provider is configured), on (required), off")
 	fs.BoolVar(&f.quiet, "q", false, "print no session banner and summary")
 	fs.BoolVar(&f.trustPolicy, "trust-policy", false, "trust the repository's enclave.yaml as it is now (asked once per content)")
@@ -77,9 +81,24 @@ func (e *Env) runCmd(ctx context.Context, args []string) error {
 	if len(argv) == 0 {
 		return usagef("run: name the agent command, e.g. enclave run -- claude")
 	}
+	switch f.verify.val {
+	case "", "auto", "off":
+	default:
+		return usagef("-verify %q: write auto or off", f.verify.val)
+	}
 	res, err := e.runSession(ctx, &f, argv, nil)
 	if err != nil {
 		return err
+	}
+	if f.verify.val != "off" && res.Change != nil && len(res.Change.Files) > 0 {
+		// The gate's report goes to stderr: stdout belongs to the agent.
+		sub := *e
+		sub.Stdout = e.Stderr
+		fmt.Fprintf(e.Stderr, "enclave: verifying the change (enclave verify %s; -verify off skips this)\n", res.Session.ID)
+		var ee *exitError
+		if verr := sub.verifyCmd(ctx, []string{res.Session.ID}); verr != nil && !errors.As(verr, &ee) {
+			fmt.Fprintf(e.Stderr, "enclave: verify: %s\n", scrub(verr.Error()))
+		}
 	}
 	if res.ExitCode != 0 {
 		return &exitError{res.ExitCode}

@@ -70,9 +70,12 @@ type Options struct {
 	// agent gets a copy of.
 	Dir string
 	// User is the human who started the session.
-	User    string
-	Policy  *policy.Policy
-	Profile *policy.Profile
+	User string
+	// Task and Tier describe the work, for the record and for review; they
+	// are kept in the session's summary as "task" and "tier".
+	Task, Tier string
+	Policy     *policy.Policy
+	Profile    *policy.Profile
 	// Environ is the launcher's environment; only what the profile's env
 	// allowlist names reaches the agent.
 	Environ []string
@@ -149,6 +152,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Started:      start.UTC(),
 		State:        store.StateRunning,
 	}
+	if o.Tier == "" {
+		o.Tier = "routine"
+	}
+	if summary, err := json.Marshal(map[string]string{"task": o.Task, "tier": o.Tier}); err == nil {
+		sess.Summary = summary
+	}
 	for range 5 {
 		sess.ID = store.NewSessionID(start)
 		err := o.Store.CreateSession(ctx, sess)
@@ -177,7 +186,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	_, dropped := prof.Env.Filter(o.Environ)
 	if err := rec.append(ctx, "session.start", "allow", o.User, map[string]any{
-		"user": o.User, "command": o.Argv, "dir": o.Dir,
+		"user": o.User, "command": o.Argv, "dir": o.Dir, "task": o.Task, "tier": o.Tier,
 		"policy":      map[string]any{"source": o.Policy.Source, "sha256": o.Policy.Hash, "profile": prof.Name},
 		"env_dropped": dropped,
 	}); err != nil {
