@@ -34,12 +34,16 @@
 // The tests skip, with the reason, when the harness is not there, when
 // -short is given, or when the machine lacks a sandbox layer.
 //
-// # Mapping the agent's path
+// # Mounts
 //
 // The harness runs "$WRAP AGENT ARGS" with AGENT under its npm cache in
-// /tmp. The sandbox builds its own /tmp and refuses mount targets under it,
-// so the cache is mounted read-only at /rc and testdata/rcwrap.sh rewrites
-// AGENT's path to match. As root, enclave runs the agent as an unprivileged
-// host uid, so the Codex home the harness writes (mounted read-write as the
-// agent's CODEX_HOME) is handed to that uid before the run.
+// /tmp; the cache is mounted read-only at the same path inside, so AGENT
+// runs unchanged. (Until the sandbox allowed mounts beneath the /tmp it
+// builds, this took a wrapper that mounted the cache elsewhere and rewrote
+// AGENT's path.) Codex needs a writable CODEX_HOME holding the config.toml
+// the harness writes: that directory is mounted read-write as the agent's
+// ~/.codex. As root, enclave runs the agent as an unprivileged host uid, so
+// the test hands the directory to that uid first; enclave never makes the
+// agent root over host files, so a root-owned --rw directory is not
+// writable inside.
 package e2e

@@ -78,12 +78,6 @@ var agents = []agent{
 	},
 }
 
-// rcInside is where the harness's npm cache is mounted in the sandbox. The
-// sandbox refuses mount targets under the paths it builds itself (/tmp
-// among them), and the cache lives under $TMPDIR, so it cannot be mounted
-// at the same path; testdata/rcwrap.sh rewrites the agent's path to match.
-const rcInside = "/rc"
-
 // report is the part of the harness's report.json the tests read.
 type report struct {
 	AgentExitCode     int                `json:"agent_exit_code"`
@@ -175,7 +169,6 @@ func TestRealClients(t *testing.T) {
 type testEnv struct {
 	harness string // the realclients directory
 	enclave string // path of the enclave binary
-	wrap    string // path of rcwrap.sh
 }
 
 func setup(t *testing.T) *testEnv {
@@ -214,17 +207,7 @@ func setup(t *testing.T) *testEnv {
 			t.Fatalf("install this test binary as enclave: %v", err)
 		}
 	}
-	// Copy the wrapper next to it: the harness runs it under env -i, and
-	// the source tree may not be readable by the user running the tests.
-	src, err := filepath.Abs(filepath.Join("testdata", "rcwrap.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	wrap := filepath.Join(bin, "rcwrap.sh")
-	if err := copyFile(src, wrap, 0o755); err != nil {
-		t.Fatalf("install rcwrap.sh: %v", err)
-	}
-	return &testEnv{harness: harness, enclave: enclave, wrap: wrap}
+	return &testEnv{harness: harness, enclave: enclave}
 }
 
 // repoRoot finds the enclosing checkout of this module from the working
@@ -307,10 +290,13 @@ func (e *testEnv) runHarness(t *testing.T, a agent, scenario string, wrapped boo
 		// gateway on (which then drops the allow rule to its upstream and
 		// routes the agent through itself: test/gateway covers that
 		// path). This test is of the egress proxy path: --gateway off.
+		// The agents live in the harness's npm cache ($RC_CACHE, under
+		// /tmp by default), mounted read-only at the same path inside, so
+		// the harness's agent path works unchanged.
 		wrap := strings.Join([]string{
-			shq(e.wrap), `"$RC_CACHE"`, rcInside, shq(e.enclave), "run", "--gateway", "off",
+			shq(e.enclave), "run", "--gateway", "off",
 			`--allow-host "127.0.0.1:$MODEL_PORT"`,
-			`--ro "$RC_CACHE:` + rcInside + `"`,
+			`--ro "$RC_CACHE"`,
 			a.args, "--",
 		}, " ")
 		vars = append(vars, "WRAP="+wrap)
@@ -431,8 +417,8 @@ func execsOf(t *testing.T, evs []logEvent) []execData {
 	return out
 }
 
-// checkCommon holds for every enclave run: the sandbox ran the agent (the
-// exec of the /rc path is recorded), the model was reached only through
+// checkCommon holds for every enclave run: the sandbox ran the agent (its
+// exec from the npm cache is recorded first), the model was reached only through
 // the proxy and only on its one allowed port, and the audit log verifies.
 func (e *testEnv) checkCommon(t *testing.T, r *run, evs []logEvent) {
 	t.Helper()
@@ -455,8 +441,8 @@ func (e *testEnv) checkCommon(t *testing.T, r *run, evs []logEvent) {
 		}
 	}
 	execs := execsOf(t, evs)
-	if len(execs) == 0 || !strings.HasPrefix(execs[0].Path, rcInside+"/") {
-		t.Errorf("exec records = %+v, want the first to be the agent under %s", execs, rcInside)
+	if len(execs) == 0 || !strings.Contains(execs[0].Path, "/node_modules/") {
+		t.Errorf("exec records = %+v, want the first to be the agent from the harness's npm cache", execs)
 	}
 	if out := e.enclaveCmd(t, r, "audit", "verify"); len(out) == 0 {
 		t.Logf("enclave audit verify printed nothing on stdout")
