@@ -241,6 +241,12 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 	cleanups = append(cleanups, func() { s.stopCtx() })
 
 	cleanups = append(cleanups, func() {
+		if s.stopWinch != nil {
+			s.stopWinch()
+		}
+		if s.restoreTerm != nil {
+			s.restoreTerm()
+		}
 		if s.pty != nil {
 			s.pty.Close()
 		}
@@ -253,9 +259,6 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 	if d := cfg.Limits.WallTime; d > 0 {
 		t := time.AfterFunc(d, func() { s.kill(ErrWallTime) })
 		go func() { <-s.exited; t.Stop() }()
-	}
-	if s.pty != nil {
-		s.startTTY()
 	}
 	return s, nil
 }
@@ -281,6 +284,9 @@ func (s *Sandbox) handshake(ctl int) error {
 			if err := s.adoptPTY(fds); err != nil {
 				return err
 			}
+			// Relay, raw mode and resizing start before the agent runs:
+			// nothing it reads or writes passes a cooked host terminal.
+			s.startTTY()
 		case "notify":
 			if len(fds) != 1 {
 				closeAll(fds)
