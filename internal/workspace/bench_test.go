@@ -41,6 +41,7 @@ func genRepo(b testing.TB, dir string, n, historyMiB int) {
 	tgit(b, dir, "init", "-q")
 	tgit(b, dir, "config", "user.name", "bench")
 	tgit(b, dir, "config", "user.email", "bench@example.com")
+	tgit(b, dir, "config", "gc.auto", "0") // no background gc while we measure
 	rng := rand.New(rand.NewPCG(1, 2))
 	if historyMiB > 0 {
 		chunk := make([]byte, 1<<20)
@@ -75,6 +76,9 @@ func genRepo(b testing.TB, dir string, n, historyMiB int) {
 	}
 	tgit(b, dir, "add", "-A")
 	tgit(b, dir, "commit", "-q", "-m", "tree")
+	// Packed, as a repository people work in is (the blobs are random,
+	// so delta search would only burn time).
+	tgit(b, dir, "-c", "pack.window=0", "gc", "-q")
 }
 
 func benchRepo(b *testing.B) string {
