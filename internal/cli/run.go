@@ -61,11 +61,11 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.pass, "pass", "pass the launcher's variable `NAME` into the sandbox (repeatable)")
 	fs.Var(&f.setEnv, "env", "set `NAME=value` inside the sandbox (repeatable)")
 	fs.Var(&f.degrade, "degrade", "run without protection `layer` (landlock, seccomp, cgroups) if this kernel lacks it")
-	fs.Var(&f.tty, "tty", "give the agent a terminal: auto, always or never")
-	fs.Var(&f.verify, "verify", "run the verification gate when the agent exits: auto (when it changed something) or off")
-	fs.Var(&f.task, "task", "what the agent was asked to do, for the record and the reviewer")
+	fs.Var(&f.tty, "tty", "give the agent a terminal: `mode` auto, always or never")
+	fs.Var(&f.verify, "verify", "verification gate `mode` when the agent exits: auto (when it changed something) or off")
+	fs.Var(&f.task, "task", "the `task` the agent was given, for the record and the reviewer")
 	fs.Var(&f.tier, "tier", "task `tier` for review: docs-tests, routine (default) or sensitive")
-	fs.Var(&f.gateway, "gateway", "model gateway: auto (on when a provider is configured), on (required), off")
+	fs.Var(&f.gateway, "gateway", "model gateway `mode`: auto (on when a provider is configured), on (required), off")
 	fs.BoolVar(&f.quiet, "q", false, "print no session banner and summary")
 	fs.BoolVar(&f.trustPolicy, "trust-policy", false, "trust the repository's enclave.yaml as it is now (asked once per content)")
 }
@@ -248,6 +248,7 @@ func applyRunFlags(prof *policy.Profile, f *runFlags) ([]sandbox.Mount, error) {
 				dst = abs
 			}
 			mounts = append(mounts, sandbox.Mount{Source: abs, Target: filepath.Clean(dst), Writable: l.rw})
+			warnUnwritable(abs, l.rw)
 		}
 	}
 	for _, h := range f.allowHost {
@@ -262,6 +263,12 @@ func applyRunFlags(prof *policy.Profile, f *runFlags) ([]sandbox.Mount, error) {
 		prof.Network.Allow = append([]policy.HostRule{rule}, prof.Network.Allow...)
 	}
 	prof.Env.Allow = append(prof.Env.Allow, f.pass...)
+	for _, name := range f.pass {
+		if !prof.Env.Allows(name) {
+			return nil, withHint(fmt.Errorf("-pass %s: enclave never passes this variable from its environment (it looks like a secret, a host socket, a loader setting or one enclave sets itself)", name),
+				"if the agent really needs it, set it explicitly with --env NAME=value, so the choice shows on the command line")
+		}
+	}
 	for _, kv := range f.setEnv {
 		name, _, ok := strings.Cut(kv, "=")
 		if !ok || name == "" {
@@ -431,4 +438,21 @@ func realPath(p string) string {
 
 func within(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// warnUnwritable says when a read-write mount will not be writable by the
+// agent: as root, the agent is an unprivileged host uid.
+func warnUnwritable(path string, rw bool) {
+	if !rw || os.Geteuid() != 0 {
+		return
+	}
+	uid, _, err := sandbox.HostIDs()
+	if err != nil {
+		return
+	}
+	if fi, err := os.Stat(path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != uid && fi.Mode().Perm()&0o002 == 0 {
+			fmt.Fprintf(os.Stderr, "enclave: warning: --rw %s: the agent runs as host uid %d, which cannot write there; chown it to %d if it should\n", path, uid, uid)
+		}
+	}
 }

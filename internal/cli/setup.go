@@ -76,6 +76,9 @@ built-in defaults need is missing.`, "    enclave doctor")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return usagef("doctor takes no arguments")
+	}
 	r := sandbox.Probe()
 	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "LAYER\tSTATUS\tDETAIL\n")

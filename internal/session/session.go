@@ -450,7 +450,17 @@ func sandboxConfig(o Options, ws *workspace.Workspace, rec *recorder, log *slog.
 		// route out.
 		env = setEnv(env, "NO_PROXY=127.0.0.1,localhost,::1", "no_proxy=127.0.0.1,localhost,::1")
 	}
-	env = setEnv(env, o.Env...)
+	for _, kv := range o.Env {
+		name, _, _ := strings.Cut(kv, "=")
+		if gw != nil {
+			if _, ok := gw.env[name]; ok {
+				// The gateway is the only route to a model while it runs; an
+				// explicit value would only point the agent at a dead end.
+				return nil, fmt.Errorf("--env %s: the model gateway sets it while it runs; drop --env %s, or run with -gateway off", name, name)
+			}
+		}
+		env = setEnv(env, kv)
+	}
 
 	l := prof.Limits
 	return &sandbox.Config{
