@@ -85,7 +85,7 @@ func runExec() int {
 
 	listener, err := -1, errors.New("forced missing by the caller")
 	if !slices.Contains(cfg.ForceMissing, LayerSeccomp) {
-		listener, err = installSeccomp(cfg.Notify)
+		listener, err = installSeccomp(cfg.Notify, len(cfg.ExecAllow) > 0)
 	}
 	switch {
 	case err == nil:

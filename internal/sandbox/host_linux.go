@@ -119,6 +119,7 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 		TmpSize:   cfg.Limits.tmpSize(),
 		Hostname:  cfg.hostname(),
 		Listeners: cfg.Listeners,
+		NoExec:    len(cfg.ExecAllow) > 0,
 		Exec: execConfig{
 			Argv: cfg.Argv, Dir: cfg.Dir, Env: cfg.Env,
 			ExecAllow:    cfg.ExecAllow,
@@ -598,7 +599,10 @@ func viewSpecs(cfg *Config) ([]mountSpec, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: Mounts[%d].Source: %w", ErrInvalidConfig, i, err)
 		}
-		specs = append(specs, mountSpec{Source: filepath.Clean(m.Source), Target: m.Target, Writable: m.Writable, File: !fi.IsDir(), Tree: -1})
+		specs = append(specs, mountSpec{
+			Source: filepath.Clean(m.Source), Target: m.Target, Writable: m.Writable, File: !fi.IsDir(), Tree: -1,
+			NoExec: m.Writable && len(cfg.ExecAllow) > 0,
+		})
 	}
 	return specs, nil
 }

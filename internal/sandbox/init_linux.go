@@ -198,14 +198,21 @@ func buildView(cfg *initConfig) error {
 	defer unix.Close(rootfd)
 
 	size := strconv.FormatInt(cfg.TmpSize, 10)
+	// The agent's writable places: noexec when ExecAllow is set, so
+	// neither execve nor the dynamic loader's mmap(PROT_EXEC) can run a
+	// file the agent wrote (Landlock checks execve only).
+	scratch := uintptr(nosuidNodev)
+	if cfg.NoExec {
+		scratch |= unix.MS_NOEXEC
+	}
 	for _, m := range []struct {
 		target, fstype string
 		flags          uintptr
 		data           string
 	}{
 		{"/dev", "tmpfs", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0755,size=64k,nr_inodes=64"},
-		{"/tmp", "tmpfs", nosuidNodev, "mode=1777,size=" + size},
-		{cfg.Home, "tmpfs", nosuidNodev, "mode=0700,size=" + size},
+		{"/tmp", "tmpfs", scratch, "mode=1777,size=" + size},
+		{cfg.Home, "tmpfs", scratch, "mode=0700,size=" + size},
 		{"/proc", "proc", nosuidNodev | unix.MS_NOEXEC, ""},
 	} {
 		if err := mountFS(newRoot, rootfd, m.target, m.fstype, m.flags, m.data); err != nil {
@@ -231,7 +238,7 @@ func buildView(cfg *initConfig) error {
 	if err := mountFS(newRoot, rootfd, "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"); err != nil {
 		return err
 	}
-	if err := mountFS(newRoot, rootfd, "/dev/shm", "tmpfs", nosuidNodev, "mode=1777,size="+size); err != nil {
+	if err := mountFS(newRoot, rootfd, "/dev/shm", "tmpfs", scratch, "mode=1777,size="+size); err != nil {
 		return err
 	}
 	for name, target := range map[string]string{

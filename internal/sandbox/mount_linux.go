@@ -12,7 +12,7 @@ import (
 
 // openTree clones the mount at spec.Source into a detached tree and sets
 // its flags: always nosuid, nodev unless it is a device node, read-only
-// unless writable. mount_setattr only adds flags, so flags the kernel locked
+// unless writable, noexec for a device node or when spec.NoExec is set. mount_setattr only adds flags, so flags the kernel locked
 // on the source (in a user namespace) are kept without reading statfs.
 func openTree(spec mountSpec) (int, error) {
 	fd, err := unix.OpenTree(unix.AT_FDCWD, spec.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
@@ -22,7 +22,8 @@ func openTree(spec mountSpec) (int, error) {
 	attr := uint64(unix.MOUNT_ATTR_NOSUID)
 	if !spec.Dev {
 		attr |= unix.MOUNT_ATTR_NODEV
-	} else {
+	}
+	if spec.Dev || spec.NoExec {
 		attr |= unix.MOUNT_ATTR_NOEXEC
 	}
 	if !spec.Writable {

@@ -20,9 +20,9 @@ import (
 // locked thread that executes the agent (the filter is inherited across
 // execve and fork from it; other threads of the exec stage run only our
 // code and vanish at execve). With notify it returns the user-notification
-// listener, else -1.
-func installSeccomp(notify bool) (int, error) {
-	prog, err := filterProgram(notify)
+// listener, else -1. execAllow adds the rules that guard an exec allowlist.
+func installSeccomp(notify, execAllow bool) (int, error) {
+	prog, err := filterProgram(notify, execAllow)
 	if err != nil {
 		return -1, err
 	}

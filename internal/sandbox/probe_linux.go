@@ -45,7 +45,7 @@ func Probe() Report {
 	action := uint32(unix.SECCOMP_RET_USER_NOTIF)
 	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_GET_ACTION_AVAIL, 0, uintptr(unsafe.Pointer(&action))); errno != 0 {
 		sc.Detail = fmt.Sprintf("seccomp user notification unavailable: %v", errno)
-	} else if _, err := filterProgram(true); err != nil {
+	} else if _, err := filterProgram(true, true); err != nil {
 		sc.Detail = err.Error()
 	} else {
 		sc.OK = true

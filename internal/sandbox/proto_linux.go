@@ -30,6 +30,7 @@ type mountSpec struct {
 	Target   string // inside path
 	Symlink  string // if set, create Target as a symlink with this text
 	Writable bool
+	NoExec   bool // noexec: nothing on it may run or be mapped executable
 	Dev      bool // a device node: keep it usable (no nodev)
 	File     bool // a non-directory: the mountpoint is a file
 	Tree     int  // fd of a detached tree prepared by the host, or -1
@@ -42,6 +43,9 @@ type initConfig struct {
 	TmpSize   int64
 	Hostname  string
 	Listeners []ListenSpec
+	// NoExec mounts the writable tmpfs places (/tmp, HOME, /dev/shm)
+	// noexec: set when ExecAllow is, see [Config.ExecAllow].
+	NoExec bool
 	// Rows and Cols are the initial window size of the pty the init
 	// allocates when Exec.TTY is set (0 means unknown); set before the
 	// agent starts, so its first look at the size is right.

@@ -40,7 +40,8 @@
 // The exec record is a record, not an enforcement point: the host reads the
 // path and argv from the memory of a process that may have other threads,
 // so a racing thread can make the recorded argv differ from what runs. Which
-// programs may run is enforced by Landlock execute rights ([Config.ExecAllow]).
+// programs may run is enforced by Landlock execute rights, noexec mounts of
+// the writable places and seccomp ([Config.ExecAllow]).
 // The sandbox shares the host kernel: a kernel bug reachable through the
 // allowed system calls is out of scope.
 package sandbox
@@ -164,6 +165,18 @@ type Config struct {
 	// programs may be executed (Landlock execute right). The ELF
 	// interpreter is added automatically. Scripts need both the script and
 	// its interpreter to be allowed.
+	//
+	// Landlock checks execve only, so when ExecAllow is set the sandbox
+	// also closes the routes around it: every writable place (/tmp, HOME,
+	// /dev/shm, writable Mounts) is mounted noexec, so nothing written
+	// there can run, not even through the dynamic loader, which maps a
+	// program with mmap(PROT_EXEC) (a native library there, a Python
+	// extension in a workspace venv or a node addon, cannot load either);
+	// and seccomp refuses memfd_create and memfd_secret (ENOSYS) and
+	// execveat with AT_EMPTY_PATH (EPERM), as a memfd is a file Landlock
+	// does not check. An entry may therefore not lie in a writable place.
+	// ExecAllow bounds which files run, not what code runs: an allowed
+	// interpreter (python, node, sh) still runs whatever it is given.
 	ExecAllow []string
 	Limits    Limits
 	Listeners []ListenSpec
@@ -261,6 +274,9 @@ func (c *Config) validate() error {
 		if err := insideAbs(fmt.Sprintf("ExecAllow[%d]", i), p); err != nil {
 			return err
 		}
+		if w := c.writablePlace(p); w != "" {
+			return bad("ExecAllow[%d] %q lies in the writable %s, which is mounted noexec when ExecAllow is set (the agent could write any program there); allow a read-only path", i, p, w)
+		}
 	}
 	for i, l := range c.Listeners {
 		if l.Network != "tcp" && l.Network != "udp" {
@@ -283,6 +299,29 @@ func (c *Config) validate() error {
 		return bad("Limits hold a negative value: %+v", l)
 	}
 	return nil
+}
+
+// writablePlace returns the writable place of the view (the /tmp, HOME
+// and /dev/shm tmpfs, a writable Mount) whose mount holds the inside path
+// p, or "" if p is on a read-only mount: the deepest mount wins, so a
+// read-only Mount beneath /tmp is not writable.
+func (c *Config) writablePlace(p string) string {
+	best, writable := "/", false
+	try := func(target string, w bool) {
+		if within(p, target) && len(target) > len(best) {
+			best, writable = target, w
+		}
+	}
+	try(c.home(), true)
+	try("/tmp", true)
+	try("/dev/shm", true)
+	for _, m := range c.Mounts {
+		try(m.Target, m.Writable)
+	}
+	if !writable {
+		return ""
+	}
+	return best
 }
 
 // within reports whether p is dir or beneath it.

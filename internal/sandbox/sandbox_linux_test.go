@@ -531,6 +531,119 @@ func TestExecAllow(t *testing.T) {
 	}
 }
 
+// execRoutes runs the execroutes probe and returns the routes whose
+// program ran (ran-ROUTE markers in the workspace) and each step's errno.
+func execRoutes(t *testing.T, execAllow []string) (ran map[string]bool, errno map[string]string) {
+	t.Helper()
+	e := newEnv(t, `exec /probe/sandbox.test __sandbox-testprobe execroutes`)
+	e.cfg.ExecAllow = execAllow
+	e.mustRun(0)
+	ran, errno = map[string]bool{}, map[string]string{}
+	names, err := filepath.Glob(filepath.Join(e.ws, "*-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		base := filepath.Base(n)
+		if r, ok := strings.CutPrefix(base, "ran-"); ok {
+			ran[r] = true
+		}
+		if r, ok := strings.CutPrefix(base, "errno-"); ok {
+			errno[r] = e.read(base)
+		}
+	}
+	return ran, errno
+}
+
+// TestExecAllowBypasses tries every route around the exec allowlist that
+// Landlock's execute right does not see: a program written to a writable
+// place run through the dynamic loader (mmap PROT_EXEC), and a program in
+// a memfd run by descriptor, by /proc/self/fd or through the loader.
+func TestExecAllowBypasses(t *testing.T) {
+	ran, errno := execRoutes(t, []string{"/usr/bin", "/bin", "/probe/sandbox.test"})
+	t.Logf("errno by route: %v", errno)
+	if !ran["allowed"] {
+		t.Fatalf("the allowed /usr/bin/touch did not run (%s): the probe is broken", errno["allowed"])
+	}
+	for r := range ran {
+		if r != "allowed" {
+			t.Errorf("ESCAPE: a program outside ExecAllow ran by route %s", r)
+		}
+	}
+	for _, place := range []string{"tmp", "work", "home-agent", "dev-shm"} {
+		if got := errno["write-"+place]; got != "" {
+			t.Errorf("write a file in %s: %s, want it writable", place, got)
+		}
+		if got := errno["mmap-"+place]; got != "EPERM" {
+			t.Errorf("mmap(PROT_EXEC) of a file in %s = %s, want EPERM (noexec mount)", place, got)
+		}
+	}
+	for _, m := range []string{"memfd", "memfd-exec", "memfd-sealed"} {
+		if got := errno["create-"+m]; got != "ENOSYS" {
+			t.Errorf("memfd_create (%s) = %s, want ENOSYS", m, got)
+		}
+	}
+	if got := errno["opath-execveat-call"]; got != "EPERM" {
+		t.Errorf("execveat(fd, \"\", AT_EMPTY_PATH) = %q, want EPERM", got)
+	}
+}
+
+// TestNoExecAllowRunsAnything checks that without an allowlist nothing of
+// the above is refused (an agent builds and runs programs in its
+// workspace), and so that the probe of [TestExecAllowBypasses] can see
+// each route succeed.
+func TestNoExecAllowRunsAnything(t *testing.T) {
+	ran, errno := execRoutes(t, nil)
+	want := []string{"allowed", "opath-execveat"}
+	for _, place := range []string{"tmp", "work", "home-agent", "dev-shm"} {
+		want = append(want, "copy-"+place, "ldso-"+place)
+	}
+	for _, m := range []string{"memfd", "memfd-exec", "memfd-sealed"} {
+		want = append(want, m+"-ldso")
+	}
+	// Without MFD_NOEXEC_SEAL (and with vm.memfd_noexec 0) a memfd is
+	// executable by descriptor and by /proc/self/fd too.
+	want = append(want, "memfd-execveat", "memfd-procfd", "memfd-exec-execveat", "memfd-exec-procfd")
+	for _, r := range want {
+		if !ran[r] {
+			t.Errorf("without ExecAllow, route %s did not run: %s", r, errno[r])
+		}
+	}
+	if t.Failed() {
+		t.Logf("errno by route: %v", errno)
+	}
+}
+
+func TestExecAllowInWritablePlace(t *testing.T) {
+	for _, tt := range []struct {
+		allow string
+		bad   bool
+	}{
+		{"/work/bin", true},
+		{"/work", true},
+		{"/tmp/x", true},
+		{"/home/agent/.local/bin", true},
+		{"/dev/shm", true},
+		{"/usr/bin", false},
+		{"/probe/sandbox.test", false},
+		{"/tmp/ro/bin", false}, // a read-only mount beneath /tmp
+		{"/", false},
+	} {
+		cfg := Config{
+			Argv:      []string{"/bin/true"},
+			Mounts:    []Mount{{Source: "/", Target: "/work", Writable: true}, {Source: "/", Target: "/tmp/ro"}},
+			ExecAllow: []string{tt.allow},
+		}
+		err := cfg.validate()
+		if got := err != nil; got != tt.bad {
+			t.Errorf("validate(ExecAllow %s) = %v, want error %v", tt.allow, err, tt.bad)
+		}
+		if err != nil && !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("validate(ExecAllow %s) = %v, want ErrInvalidConfig", tt.allow, err)
+		}
+	}
+}
+
 func TestFreshKeyring(t *testing.T) {
 	name := "enclave-test-" + strconv.Itoa(os.Getpid())
 	id, err := unix.AddKey("user", name, []byte("host-secret"), unix.KEY_SPEC_SESSION_KEYRING)

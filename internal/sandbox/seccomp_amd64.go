@@ -19,6 +19,31 @@ import (
 // personality changes, terminal injection, raw and packet sockets. All
 // other calls are allowed: Landlock and the namespaces are the walls, this
 // filter shrinks the kernel surface behind them.
+//
+// With an exec allowlist ([Config.ExecAllow]) it also closes the routes to
+// running a program that Landlock's execute right does not see:
+//
+//   - memfd_create and memfd_secret fail with ENOSYS. Landlock does not
+//     check files of internal filesystems, so a memfd holding a program
+//     runs by execveat(fd, "", AT_EMPTY_PATH) or execve("/proc/self/fd/N").
+//     Refusing only MFD_EXEC is not enough: without flags a memfd is
+//     executable unless vm.memfd_noexec is raised, and even a memfd
+//     sealed non-executable (MFD_NOEXEC_SEAL) runs as "ld.so
+//     /proc/self/fd/N", since mmap(PROT_EXEC) ignores mode bits and the
+//     memfd mount is not noexec. (vm.memfd_noexec cannot be raised for
+//     the sandbox either: the sysctl is per pid namespace, but writing it
+//     takes host root's euid, which the init never has.) ENOSYS, the
+//     answer of a kernel before 3.17, is the one callers fall back on
+//     (to /dev/shm or O_TMPFILE, both noexec then). JIT runtimes (V8 in
+//     node, JavaScriptCore in bun, the JVM, Go) map anonymous memory,
+//     which is unaffected; .NET's double mapping of JIT code through a
+//     memfd falls back to single mapping.
+//   - execveat with AT_EMPTY_PATH fails with EPERM: running a descriptor
+//     is how an internal-filesystem file would run without a path
+//     (fexecve of an allowed program fails too; it is rare).
+//
+// Without an allowlist the agent may run any program it writes anyway,
+// so neither is refused: nothing gained, and bun and Chromium use memfds.
 
 const (
 	auditArchX86_64 = 0xc000003e
@@ -38,6 +63,7 @@ const (
 	offArg0 = 16
 	offArg1 = 24
 	offArg2 = 32
+	offArg4 = 48
 
 	// nsFlags are the clone/unshare flags that create namespaces.
 	nsFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET |
@@ -74,8 +100,9 @@ var deniedSyscalls = []struct {
 }
 
 // filterProgram returns the seccomp program; notify selects whether
-// execve and execveat raise a user notification or are allowed outright.
-func filterProgram(notify bool) ([]bpf.Instruction, error) {
+// execve and execveat raise a user notification or are allowed outright,
+// execAllow whether the routes around an exec allowlist are closed.
+func filterProgram(notify, execAllow bool) ([]bpf.Instruction, error) {
 	var a asm
 	a.add(bpf.LoadAbsolute{Off: offArch, Size: 4})
 	a.jump(bpf.JumpEqual, auditArchX86_64, "", "kill")
@@ -87,7 +114,13 @@ func filterProgram(notify bool) ([]bpf.Instruction, error) {
 		execRet = retNotify
 	}
 	a.jump(bpf.JumpEqual, unix.SYS_EXECVE, "exec", "")
-	a.jump(bpf.JumpEqual, unix.SYS_EXECVEAT, "exec", "")
+	if execAllow {
+		a.jump(bpf.JumpEqual, unix.SYS_EXECVEAT, "execveat", "")
+		a.jump(bpf.JumpEqual, unix.SYS_MEMFD_CREATE, "enosys", "")
+		a.jump(bpf.JumpEqual, unix.SYS_MEMFD_SECRET, "enosys", "")
+	} else {
+		a.jump(bpf.JumpEqual, unix.SYS_EXECVEAT, "exec", "")
+	}
 	for _, d := range deniedSyscalls {
 		a.jump(bpf.JumpEqual, d.nr, "eperm", "")
 	}
@@ -136,6 +169,12 @@ func filterProgram(notify bool) ([]bpf.Instruction, error) {
 	a.jump(bpf.JumpEqual, 0, "allow", "")
 	a.jump(bpf.JumpEqual, 0xffffffff, "allow", "eperm")
 
+	if execAllow {
+		// execveat(dirfd, path, argv, envp, flags)
+		a.label("execveat")
+		a.add(bpf.LoadAbsolute{Off: offArg4, Size: 4})
+		a.jump(bpf.JumpBitsSet, unix.AT_EMPTY_PATH, "eperm", "exec")
+	}
 	a.label("exec")
 	a.ret(execRet)
 	a.label("enosys")

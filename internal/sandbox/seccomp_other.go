@@ -8,6 +8,6 @@ import (
 	"golang.org/x/net/bpf"
 )
 
-func filterProgram(notify bool) ([]bpf.Instruction, error) {
+func filterProgram(notify, execAllow bool) ([]bpf.Instruction, error) {
 	return nil, errors.New("the seccomp filter is only written for x86-64")
 }

@@ -21,12 +21,16 @@ var update = flag.Bool("update", false, "rewrite testdata golden files")
 //
 //	go test ./internal/sandbox -run TestFilterGolden -update
 func TestFilterGolden(t *testing.T) {
-	for _, notify := range []bool{true, false} {
-		name := "testdata/seccomp_amd64.golden"
-		if !notify {
-			name = "testdata/seccomp_amd64_nonotify.golden"
-		}
-		prog, err := filterProgram(notify)
+	for _, v := range []struct {
+		name              string
+		notify, execAllow bool
+	}{
+		{"testdata/seccomp_amd64.golden", true, false},
+		{"testdata/seccomp_amd64_nonotify.golden", false, false},
+		{"testdata/seccomp_amd64_execallow.golden", true, true},
+	} {
+		name, notify := v.name, v.notify
+		prog, err := filterProgram(notify, v.execAllow)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,7 +39,11 @@ func TestFilterGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "# seccomp filter, notify=%v, %d instructions\n", notify, len(prog))
+		if v.execAllow {
+			fmt.Fprintf(&b, "# seccomp filter, notify=%v, execAllow=true, %d instructions\n", notify, len(prog))
+		} else {
+			fmt.Fprintf(&b, "# seccomp filter, notify=%v, %d instructions\n", notify, len(prog))
+		}
 		for i, ins := range prog {
 			fmt.Fprintf(&b, "%3d  %-34s  {0x%02x, %d, %d, 0x%08x}\n", i, ins, raw[i].Op, raw[i].Jt, raw[i].Jf, raw[i].K)
 		}
@@ -82,7 +90,7 @@ func runFilter(t testing.TB, vm *bpf.VM, in []byte) uint32 {
 }
 
 func TestFilterDecisions(t *testing.T) {
-	prog, err := filterProgram(true)
+	prog, err := filterProgram(true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +107,8 @@ func TestFilterDecisions(t *testing.T) {
 		{"read", seccompInput(x86, unix.SYS_READ), retAllow},
 		{"execve", seccompInput(x86, unix.SYS_EXECVE), retNotify},
 		{"execveat", seccompInput(x86, unix.SYS_EXECVEAT), retNotify},
+		{"execveat empty path", seccompInput(x86, unix.SYS_EXECVEAT, 3, 0, 0, 0, unix.AT_EMPTY_PATH), retNotify},
+		{"memfd_create", seccompInput(x86, unix.SYS_MEMFD_CREATE, 0, unix.MFD_CLOEXEC), retAllow},
 		{"mount", seccompInput(x86, unix.SYS_MOUNT), retEPERM},
 		{"ptrace", seccompInput(x86, unix.SYS_PTRACE), retEPERM},
 		{"bpf", seccompInput(x86, unix.SYS_BPF), retEPERM},
@@ -140,17 +150,70 @@ func TestFilterDecisions(t *testing.T) {
 			t.Errorf("filter(%s) = %#x, want EPERM", d.name, got)
 		}
 	}
-	quiet, _ := filterProgram(false)
+	quiet, _ := filterProgram(false, false)
 	qvm, _ := bpf.NewVM(quiet)
 	if got := runFilter(t, qvm, seccompInput(x86, unix.SYS_EXECVE)); got != retAllow {
 		t.Errorf("filter without notify: execve = %#x, want allow", got)
 	}
 }
 
+// TestFilterExecAllow checks the rules that guard an exec allowlist, with
+// and without the exec record.
+func TestFilterExecAllow(t *testing.T) {
+	const x86 = auditArchX86_64
+	for _, notify := range []bool{true, false} {
+		prog, err := filterProgram(notify, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm, err := bpf.NewVM(prog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		execRet := uint32(retAllow)
+		if notify {
+			execRet = retNotify
+		}
+		for _, tt := range []struct {
+			name string
+			in   []byte
+			want uint32
+		}{
+			{"execve", seccompInput(x86, unix.SYS_EXECVE), execRet},
+			{"execveat path", seccompInput(x86, unix.SYS_EXECVEAT, unix.AT_FDCWD&0xffffffff, 0, 0, 0, 0), execRet},
+			{"execveat nofollow", seccompInput(x86, unix.SYS_EXECVEAT, 3, 0, 0, 0, unix.AT_SYMLINK_NOFOLLOW), execRet},
+			{"execveat empty path", seccompInput(x86, unix.SYS_EXECVEAT, 3, 0, 0, 0, unix.AT_EMPTY_PATH), retEPERM},
+			{"execveat empty path nofollow", seccompInput(x86, unix.SYS_EXECVEAT, 3, 0, 0, 0, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW), retEPERM},
+			{"execveat empty path high bits", seccompInput(x86, unix.SYS_EXECVEAT, 3, 0, 0, 0, 1<<40|unix.AT_EMPTY_PATH), retEPERM},
+			{"memfd_create", seccompInput(x86, unix.SYS_MEMFD_CREATE, 0, 0), retENOSYS},
+			{"memfd_create exec", seccompInput(x86, unix.SYS_MEMFD_CREATE, 0, unix.MFD_EXEC), retENOSYS},
+			{"memfd_create noexec seal", seccompInput(x86, unix.SYS_MEMFD_CREATE, 0, unix.MFD_NOEXEC_SEAL), retENOSYS},
+			{"memfd_secret", seccompInput(x86, unix.SYS_MEMFD_SECRET), retENOSYS},
+			{"read", seccompInput(x86, unix.SYS_READ), retAllow},
+			{"mmap", seccompInput(x86, unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_EXEC), retAllow},
+			{"mount", seccompInput(x86, unix.SYS_MOUNT), retEPERM},
+			{"clone newuser", seccompInput(x86, unix.SYS_CLONE, unix.CLONE_NEWUSER), retEPERM},
+			{"x32 execveat", seccompInput(x86, unix.SYS_EXECVEAT|x32SyscallBit), retKill},
+		} {
+			if got := runFilter(t, vm, tt.in); got != tt.want {
+				t.Errorf("filter(notify=%v, execAllow)(%s) = %#x, want %#x", notify, tt.name, got, tt.want)
+			}
+		}
+		for _, d := range deniedSyscalls {
+			if got := runFilter(t, vm, seccompInput(x86, d.nr)); got != retEPERM {
+				t.Errorf("filter(notify=%v, execAllow)(%s) = %#x, want EPERM", notify, d.name, got)
+			}
+		}
+	}
+}
+
 // FuzzFilter checks that no input reaches ALLOW for a denied call, a
 // foreign architecture or the x32 ABI, whatever its arguments.
+//
+// It fuzzes the variant with the exec-allowlist rules, which only adds
+// refusals to the default one.
 func FuzzFilter(f *testing.F) {
-	prog, err := filterProgram(true)
+	prog, err := filterProgram(true, true)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -192,7 +255,7 @@ func FuzzFilter(f *testing.F) {
 			if fam != unix.AF_UNIX && fam != unix.AF_INET && fam != unix.AF_INET6 && fam != unix.AF_NETLINK {
 				t.Fatalf("allowed socket family %d", fam)
 			}
-		case unix.SYS_CLONE3, unix.SYS_EXECVE, unix.SYS_EXECVEAT:
+		case unix.SYS_CLONE3, unix.SYS_EXECVE, unix.SYS_EXECVEAT, unix.SYS_MEMFD_CREATE, unix.SYS_MEMFD_SECRET:
 			t.Fatalf("allowed %d outright", nr)
 		}
 	})

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -117,6 +118,90 @@ var testProbes = map[string]func(args []string) error{
 			escaped("sethostname")
 		}
 		return nil
+	},
+	// execroutes: run a copy of /usr/bin/touch by every route around an
+	// exec allowlist. A copy that runs creates /work/ran-ROUTE; the probe
+	// records in /work/errno-ROUTE how each step failed ("ok" if it did
+	// not), for the test's diagnostics and errno checks.
+	"execroutes": func([]string) error {
+		prog, err := os.ReadFile("/usr/bin/touch")
+		if err != nil {
+			return err
+		}
+		ran := func(route string) string { return "/work/ran-" + route }
+		note := func(route string, err error) {
+			s := "ok"
+			if err != nil {
+				s = err.Error()
+				if errno, ok := err.(syscall.Errno); ok {
+					s = unix.ErrnoName(errno)
+				}
+			}
+			os.WriteFile("/work/errno-"+route, []byte(s), 0o644)
+		}
+		note("allowed", exec.Command("/usr/bin/touch", ran("allowed")).Run())
+		const ldso = "/lib64/ld-linux-x86-64.so.2"
+		for _, dir := range []string{"/tmp", "/work", "/home/agent", "/dev/shm"} {
+			route := strings.Trim(strings.ReplaceAll(dir, "/", "-"), "-")
+			cp := dir + "/touch-copy"
+			if err := os.WriteFile(cp, prog, 0o755); err != nil {
+				note("write-"+route, err)
+				continue
+			}
+			note("copy-"+route, exec.Command(cp, ran("copy-"+route)).Run())
+			note("ldso-"+route, exec.Command(ldso, cp, ran("ldso-"+route)).Run())
+			// What the loader does: map the file executable.
+			if f, err := os.Open(cp); err == nil {
+				m, err := unix.Mmap(int(f.Fd()), 0, 4096, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE)
+				if err == nil {
+					unix.Munmap(m)
+				}
+				note("mmap-"+route, err)
+				f.Close()
+			}
+		}
+		for _, m := range []struct {
+			name  string
+			flags int
+		}{{"memfd", unix.MFD_CLOEXEC}, {"memfd-exec", unix.MFD_CLOEXEC | unix.MFD_EXEC}, {"memfd-sealed", unix.MFD_CLOEXEC | unix.MFD_NOEXEC_SEAL}} {
+			fd, err := unix.MemfdCreate("probe", m.flags)
+			note("create-"+m.name, err)
+			if err != nil {
+				continue
+			}
+			f := os.NewFile(uintptr(fd), m.name)
+			if _, err := f.Write(prog); err != nil {
+				f.Close()
+				return err
+			}
+			run := func(route, path string, args ...string) {
+				cmd := exec.Command(path, args...)
+				cmd.ExtraFiles = []*os.File{f} // fd 3 in the child
+				note(route, cmd.Run())
+			}
+			run(m.name+"-execveat", "/probe/sandbox.test", "__sandbox-testprobe", "execfd", m.name+"-execveat-call", ran(m.name+"-execveat"))
+			run(m.name+"-procfd", "/proc/self/fd/3", ran(m.name+"-procfd"))
+			run(m.name+"-ldso", ldso, "/proc/self/fd/3", ran(m.name+"-ldso"))
+			f.Close()
+		}
+		// execveat(fd, "", AT_EMPTY_PATH) of an allowed program.
+		if fd, err := unix.Open("/usr/bin/touch", unix.O_PATH, 0); err == nil {
+			cmd := exec.Command("/probe/sandbox.test", "__sandbox-testprobe", "execfd", "opath-execveat-call", ran("opath-execveat"))
+			cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(fd), "touch")}
+			note("opath-execveat", cmd.Run())
+		}
+		return nil
+	},
+	// execfd ROUTE ARG: execveat(3, "", AT_EMPTY_PATH) with argv touch ARG;
+	// the errno of a failure goes to /work/errno-ROUTE.
+	"execfd": func(args []string) error {
+		argv, _ := syscall.SlicePtrFromStrings([]string{"touch", args[1]})
+		envp, _ := syscall.SlicePtrFromStrings([]string{})
+		empty := []byte{0}
+		_, _, e := unix.Syscall6(unix.SYS_EXECVEAT, 3, uintptr(unsafe.Pointer(&empty[0])),
+			uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envp[0])), unix.AT_EMPTY_PATH, 0)
+		os.WriteFile("/work/errno-"+args[0], []byte(unix.ErrnoName(e)), 0o644)
+		return e
 	},
 	"x32": func([]string) error {
 		// getpid through the x32 ABI: the filter must kill the process.
