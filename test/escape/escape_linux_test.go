@@ -353,7 +353,9 @@ func TestUnixSocketsOfHostServices(t *testing.T) {
 	docker2 := listenStream(t, "unix", filepath.Join(sockDir, "docker.sock"), "fake docker.sock in /tmp")
 	agent := listenStream(t, "unix", filepath.Join(sockDir, "agent.sock"), "fake ssh-agent")
 	f.env = append(f.env, "SSH_AUTH_SOCK="+agent.addr, "DOCKER_HOST=unix://"+docker2.addr)
-	f.run(runOpts{flags: []string{"--pass", "SSH_AUTH_SOCK"}}, "unix", docker.addr, docker2.addr, agent.addr, "/workspace/link-home/.docker/run/docker.sock")
+	// SSH_AUTH_SOCK is never passed (--pass refuses it); set it inside
+	// explicitly so the probe is told the host socket's path.
+	f.run(runOpts{flags: []string{"--env", "SSH_AUTH_SOCK=" + agent.addr}}, "unix", docker.addr, docker2.addr, agent.addr, "/workspace/link-home/.docker/run/docker.sock")
 	docker.requireZero(t)
 	docker2.requireZero(t)
 	agent.requireZero(t)
