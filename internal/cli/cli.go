@@ -97,6 +97,14 @@ Sessions:
     verify    run the verification gate on a session's change (exit 0 pass, 1 fail, 3 needs-review)
     data      show where a session's data went: models, hosts, bytes, tokens, blocks
 
+Review:
+    review    show a session for a decision: task, models, data, blocks, verification, diff
+    approve   sign and record your approval of a session (enclave approve -m NOTE SESSION)
+    reject    record a rejection with its reason (enclave reject -m REASON SESSION)
+    merge     bring an approved change into your repository with its attestation
+    attest    verify a commit's signed approvals offline: enclave attest verify COMMIT
+    policy    run authorisation policy unit tests: enclave policy test FILE
+
 Setup and checks:
     init      write a commented enclave.yaml and create the audit signing key
     doctor    report which protection layers work on this machine
@@ -174,6 +182,18 @@ func (e *Env) Run(ctx context.Context, args []string) error {
 		return e.doctorCmd(ctx, rest)
 	case "audit":
 		return e.auditCmd(ctx, rest)
+	case "review":
+		return e.reviewCmd(ctx, rest)
+	case "approve":
+		return e.approveCmd(ctx, rest)
+	case "reject":
+		return e.rejectCmd(ctx, rest)
+	case "merge":
+		return e.mergeCmd(ctx, rest)
+	case "attest":
+		return e.attestCmd(ctx, rest)
+	case "policy":
+		return e.policyCmd(ctx, rest)
 	case "version", "--version":
 		fmt.Fprintf(e.Stdout, "enclave %s\n", Version())
 		return nil

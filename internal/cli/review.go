@@ -1,0 +1,689 @@
+package cli
+
+// Review commands: review, approve, reject, merge, attest, policy. The
+// logic lives in internal/review and internal/authz; this file parses
+// flags, finds who is acting, and prints.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"text/tabwriter"
+
+	"golang.org/x/term"
+
+	"github.com/enclave-dev/enclave/internal/authz"
+	"github.com/enclave-dev/enclave/internal/review"
+	"github.com/enclave-dev/enclave/internal/store"
+	"github.com/enclave-dev/enclave/internal/workspace"
+)
+
+// testUserEnv names the acting user in test binaries only (go test), so
+// one test can play two people; a real enclave binary ignores it, since
+// the acting human is the OS user.
+const testUserEnv = "ENCLAVE_TEST_USER"
+
+// principal is who runs this command: the agent of a session when run as
+// or inside one, else the OS user.
+func (e *Env) principal() authz.Principal {
+	if s, inside := review.AgentSession(e.getenv); inside {
+		return authz.Principal{Type: authz.Agent, ID: s}
+	}
+	name := currentUser()
+	if testing.Testing() {
+		if u := e.getenv(testUserEnv); u != "" {
+			name = u
+		}
+	}
+	return authz.Principal{Type: authz.User, ID: name}
+}
+
+func (e *Env) reviewer(st *state) *review.Reviewer {
+	return &review.Reviewer{Store: st.store, Log: st.log, StateDir: st.dir, Git: &review.Git{Environ: e.environ()}}
+}
+
+// humanOnly refuses commands that need a person when run by an agent,
+// after the refusal is on the record where possible.
+func (e *Env) humanOnly(who authz.Principal, what string) error {
+	if who.Type == authz.User {
+		return nil
+	}
+	return withHint(fmt.Errorf("%s: %w (running inside session %s)", what, review.ErrAgent, who.ID), "approvals, rejections and merges are made by a person, outside the sandbox")
+}
+
+func (e *Env) reviewCmd(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "key":
+			return e.reviewKeyCmd(ctx, args[1:])
+		case "tier":
+			return e.reviewTierCmd(ctx, args[1:])
+		}
+	}
+	fs := e.newFlagSet("review", "review [flags] SESSION\n    enclave review key [--ssh FILE]\n    enclave review tier SESSION TIER [--task TEXT]",
+		`Review shows one session for a decision: the task and tier, the agent's
+command, the models it used and where its data went, what was blocked, the
+verification result and findings, who approved or rejected so far, and the
+diff. On a terminal the output is coloured and paged with $PAGER.
+
+"review key" creates your signing key (or links an existing unencrypted
+ed25519 SSH key) and adds its public half to the allowed signers file.
+"review tier" declares a session's tier and task.`,
+		"    enclave review last\n    enclave review key\n    enclave review tier last sensitive --task \"rotate session keys\"")
+	jsonOut := fs.Bool("json", false, "print the facts as JSON (no diff)")
+	noPager := fs.Bool("no-pager", false, "do not page the output")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("review takes one SESSION")
+	}
+	st, err := e.openState(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	who := e.principal()
+	r := e.reviewer(st)
+	c, err := r.Open(ctx, s)
+	if err != nil {
+		return err
+	}
+	d, err := r.Decide(ctx, c, who, authz.ActionReview, map[string]any{})
+	if err != nil {
+		return err
+	}
+	if !d.Allow {
+		return fmt.Errorf("%w: %s", review.ErrDenied, d.Reason)
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(e.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(reviewJSON(c))
+	}
+	var buf bytes.Buffer
+	tty := isTTY(e.Stdout)
+	color := tty && e.getenv("NO_COLOR") == ""
+	if err := writeReview(ctx, &buf, c, color); err != nil {
+		return err
+	}
+	if tty && !*noPager {
+		return e.page(ctx, buf.Bytes())
+	}
+	_, err = e.Stdout.Write(buf.Bytes())
+	return err
+}
+
+func isTTY(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// page sends text through $PAGER (default "less -R"); without a usable
+// pager it prints directly.
+func (e *Env) page(ctx context.Context, text []byte) error {
+	pager := e.getenv("PAGER")
+	if pager == "" {
+		pager = "less -R"
+	}
+	f := strings.Fields(pager)
+	if _, err := exec.LookPath(f[0]); err != nil {
+		_, err := e.Stdout.Write(text)
+		return err
+	}
+	cmd := exec.CommandContext(ctx, f[0], f[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(text), e.Stdout, e.Stderr
+	cmd.Env = append(e.environ(), "LESS=FRX")
+	return cmd.Run()
+}
+
+func reviewJSON(c *review.Case) map[string]any {
+	m := map[string]any{
+		"session": c.Session.ID, "state": c.State(), "task": c.Summary.Task, "tier": c.TierName,
+		"tier_settings": c.Tier, "launcher": c.Session.User, "command": c.Session.Command,
+		"head": c.Head, "recorded_head": c.Change.Head, "branch_moved": !c.HeadCurrent(),
+		"paths": c.Paths, "protected_paths": c.Protected, "unapproved_protected_paths": c.UnapprovedProtected(),
+		"verify": c.Verify, "verify_note": c.VerifyNote, "report_sha256": c.ReportSHA256,
+		"approvals": approvalsJSON(c.ValidApprovals()), "rejected": c.Rejected(),
+		"data": c.Data, "policy_sha256": c.Engine.Hash,
+	}
+	if c.Report != nil {
+		m["findings"] = c.Report.Findings
+	}
+	if c.Summary.Merged != nil {
+		m["merged"] = c.Summary.Merged
+	}
+	return m
+}
+
+func approvalsJSON(as []review.Approval) []map[string]any {
+	out := []map[string]any{}
+	for _, a := range as {
+		out = append(out, map[string]any{"user": a.User, "key_id": a.KeyID, "head": a.Head, "time": a.Time, "note": a.Note})
+	}
+	return out
+}
+
+const (
+	ansiBold  = "\x1b[1m"
+	ansiRed   = "\x1b[31m"
+	ansiGreen = "\x1b[32m"
+	ansiYel   = "\x1b[33m"
+	ansiCyan  = "\x1b[36m"
+	ansiReset = "\x1b[0m"
+)
+
+func writeReview(ctx context.Context, w io.Writer, c *review.Case, color bool) error {
+	paint := func(code, s string) string {
+		if !color {
+			return s
+		}
+		return code + s + ansiReset
+	}
+	s := c.Session
+	task := c.Summary.Task
+	if task == "" {
+		task = "(not declared: enclave review tier " + s.ID + " TIER --task TEXT)"
+	}
+	fmt.Fprintf(w, "%s %s  %s\n", paint(ansiBold, "session"), s.ID, paint(ansiBold, c.State()))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  task\t%s\n", safeText(task))
+	fmt.Fprintf(tw, "  tier\t%s: %d approval(s), verification %s, separation of duties %v\n", c.TierName, c.Tier.Approvals, c.Tier.Gate, c.Tier.SeparationOfDuties)
+	fmt.Fprintf(tw, "  launched by\t%s at %s\n", safeText(s.User), s.Started.Local().Format("2006-01-02 15:04"))
+	fmt.Fprintf(tw, "  agent\t%s\n", safeText(clip(strings.Join(s.Command, " "), 100)))
+	fmt.Fprintf(tw, "  policy\t%s %.12s, profile %s; authz %.12s\n", safeText(s.PolicySource), s.PolicyHash, s.Profile, c.Engine.Hash)
+	head := fmt.Sprintf("%.12s", c.Head)
+	if !c.HeadCurrent() {
+		head += paint(ansiRed, fmt.Sprintf(" (MOVED: the session left %.12s; approvals of the old head no longer count)", c.Change.Head))
+	}
+	fmt.Fprintf(tw, "  head\t%s (base %.12s)\n", head, c.Change.Base)
+	tw.Flush()
+
+	fmt.Fprintf(w, "\n%s\n", paint(ansiBold, "models and data"))
+	if len(c.Data.Models) == 0 {
+		fmt.Fprintln(w, "  no model calls through the gateway")
+	}
+	for _, m := range c.Data.Models {
+		terms := "terms not recorded"
+		if m.Terms != nil {
+			terms = fmt.Sprintf("trains on inputs: %v, retention %s, region %s", m.Terms.TrainsOnInputs, m.Terms.Retention, m.Terms.Region)
+		}
+		fmt.Fprintf(w, "  %s/%s: %d requests, %s sent, %s received (%s)\n", safeText(m.Provider), safeText(m.Model), m.Requests, humanBytes(m.RequestBytes), humanBytes(m.ResponseBytes), safeText(terms))
+	}
+	for _, h := range c.Data.Hosts {
+		b, _ := json.Marshal(h)
+		var hm map[string]any
+		_ = json.Unmarshal(b, &hm)
+		fmt.Fprintf(w, "  host %v: %v flows, %v bytes up, %v bytes down\n", safeText(fmt.Sprint(hm["host"])), hm["flows"], hm["bytes_up"], hm["bytes_down"])
+	}
+	if len(c.Data.Blocked) > 0 {
+		fmt.Fprintf(w, "\n%s\n", paint(ansiBold, "blocked"))
+		for _, b := range c.Data.Blocked {
+			fmt.Fprintf(w, "  %s %s x%d: %s\n", b.Kind, safeText(b.What), b.Count, safeText(b.Reason))
+		}
+	}
+
+	fmt.Fprintf(w, "\n%s\n", paint(ansiBold, "verification"))
+	switch c.Verify {
+	case "pass":
+		fmt.Fprintf(w, "  %s (report sha256 %.12s)\n", paint(ansiGreen, "pass"), c.ReportSHA256)
+	case "fail":
+		fmt.Fprintf(w, "  %s (report sha256 %.12s)\n", paint(ansiRed, "FAIL"), c.ReportSHA256)
+	case "needs-review":
+		fmt.Fprintf(w, "  %s (report sha256 %.12s)\n", paint(ansiYel, "needs review"), c.ReportSHA256)
+	default:
+		fmt.Fprintf(w, "  %s: %s\n", paint(ansiYel, "none"), c.VerifyNote)
+	}
+	if c.Report != nil && c.Verify != "none" {
+		for _, f := range c.Report.Findings {
+			loc := f.File
+			if f.Line > 0 {
+				loc += fmt.Sprintf(":%d", f.Line)
+			}
+			fmt.Fprintf(w, "  %s %s/%s %s: %s\n", f.Action, f.Check, f.Rule, safeText(loc), safeText(f.Message))
+		}
+	}
+
+	fmt.Fprintf(w, "\n%s\n", paint(ansiBold, "approvals"))
+	for _, p := range c.Protected {
+		owners, _ := c.Owners.OwnersOf(p)
+		fmt.Fprintf(w, "  protected %s: owners %s\n", safeText(p), safeText(strings.Join(owners, ", ")))
+	}
+	va := c.ValidApprovals()
+	for _, a := range va {
+		fmt.Fprintf(w, "  %s %s at %s %s\n", paint(ansiGreen, "approved by"), safeText(a.User), a.Time, safeText(a.Note))
+	}
+	for _, r := range c.Summary.Rejections {
+		if r.Head == c.Head {
+			fmt.Fprintf(w, "  %s %s at %s: %s\n", paint(ansiRed, "rejected by"), safeText(r.User), r.Time, safeText(r.Reason))
+		}
+	}
+	fmt.Fprintf(w, "  %d of %d approvals", len(va), c.Tier.Approvals)
+	if u := c.UnapprovedProtected(); len(u) > 0 {
+		fmt.Fprintf(w, "; protected paths waiting for an owner: %s", safeText(strings.Join(u, ", ")))
+	}
+	fmt.Fprintln(w)
+
+	fmt.Fprintf(w, "\n%s\n", paint(ansiBold, "diff"))
+	if err := writeStat(w, c.Change); err != nil {
+		return err
+	}
+	var patch bytes.Buffer
+	if err := c.Change.Patch(ctx, &patch); err != nil {
+		return err
+	}
+	// The patch is the agent's text: control and format characters are
+	// neutralised before any colour of ours is added.
+	var safe bytes.Buffer
+	if _, err := workspace.TerminalSafe(&safe).Write(escapeFormat(patch.Bytes())); err != nil {
+		return err
+	}
+	for _, line := range strings.SplitAfter(safe.String(), "\n") {
+		switch {
+		case !color || line == "":
+		case strings.HasPrefix(line, "+++") || strings.HasPrefix(line, "---") || strings.HasPrefix(line, "diff "):
+			line = ansiBold + strings.TrimSuffix(line, "\n") + ansiReset + "\n"
+		case strings.HasPrefix(line, "+"):
+			line = ansiGreen + strings.TrimSuffix(line, "\n") + ansiReset + "\n"
+		case strings.HasPrefix(line, "-"):
+			line = ansiRed + strings.TrimSuffix(line, "\n") + ansiReset + "\n"
+		case strings.HasPrefix(line, "@@"):
+			line = ansiCyan + strings.TrimSuffix(line, "\n") + ansiReset + "\n"
+		}
+		io.WriteString(w, line)
+	}
+	return nil
+}
+
+func (e *Env) reviewKeyCmd(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("review key", "review key [--ssh FILE]", `Key creates your ed25519 signing key in the state directory
+(keys/<user>.ed25519, OpenSSH format, mode 0600) and adds the public key to
+keys/allowed_signers, which "enclave attest verify" trusts. With --ssh, an
+existing unencrypted ed25519 SSH key is used instead. Prints the public key.`, "    enclave review key\n    enclave review key --ssh ~/.ssh/id_ed25519")
+	sshKey := fs.String("ssh", "", "use the existing SSH private key `file`")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usagef("review key takes no arguments")
+	}
+	who := e.principal()
+	if err := e.humanOnly(who, "review key"); err != nil {
+		return err
+	}
+	dir, err := e.stateDir()
+	if err != nil {
+		return err
+	}
+	if s, err := review.LoadKey(dir, who.ID); err == nil {
+		fmt.Fprintf(e.Stdout, "%s %s\n", who.ID, s.Public)
+		fmt.Fprintf(e.Stderr, "enclave: %s already has a signing key: %s\n", who.ID, s.Path)
+		return nil
+	} else if !errors.Is(err, review.ErrNoKey) {
+		return err
+	}
+	var s *review.Signer
+	if *sshKey != "" {
+		s, err = review.LinkSSHKey(dir, who.ID, *sshKey)
+	} else {
+		s, err = review.CreateKey(dir, who.ID)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.Stdout, "%s %s\n", who.ID, s.Public)
+	fmt.Fprintf(e.Stderr, "enclave: signing key of %s: %s (%s)\n", who.ID, s.Path, s.KeyID)
+	return nil
+}
+
+// signer loads the acting user's key, creating one on first use.
+func (e *Env) signer(dir, user string) (*review.Signer, error) {
+	s, err := review.LoadKey(dir, user)
+	if errors.Is(err, review.ErrNoKey) {
+		if s, err = review.CreateKey(dir, user); err == nil {
+			fmt.Fprintf(e.Stderr, "enclave: created the signing key of %s: %s (%s)\n", user, s.Path, s.KeyID)
+		}
+	}
+	return s, err
+}
+
+func (e *Env) reviewTierCmd(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("review tier", "review tier [--task TEXT] SESSION TIER", `Tier declares a session's tier (from enclave.review.yaml; built in: docs,
+routine, sensitive) and optionally its task. The launcher sets it once;
+changing it afterwards takes another person, and never once approvals exist.`, "    enclave review tier last sensitive --task \"rotate session keys\"")
+	task := fs.String("task", "", "the task the agent was given")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 2 {
+		return usagef("review tier takes SESSION and TIER")
+	}
+	st, err := e.openState(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	c, err := e.reviewer(st).SetTier(ctx, e.principal(), s, fs.Arg(1), *task)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.Stdout, "%s: tier %s (%d approval(s), verification %s)\n", s.ID, c.TierName, c.Tier.Approvals, c.Tier.Gate)
+	return nil
+}
+
+func (e *Env) approveCmd(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("approve", "approve [-m NOTE] SESSION", `Approve signs and records your approval of the session's current head: an
+in-toto statement (session, agent, models and their terms, policy hashes,
+verification report hash, audit checkpoint, you) in a DSSE envelope signed
+with your key. The policy decides first (enclave.cedar and the built-in
+rules: agents never approve, separation of duties, owners of protected
+paths, the verification gate); every decision is on the audit record. An
+approval counts only while the session's branch stays at that head.`, "    enclave approve last\n    enclave approve -m \"checked the migration\" s-20261124-150405-a1b2c3")
+	note := fs.String("m", "", "a `note` recorded with the approval")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("approve takes one SESSION")
+	}
+	st, err := e.openState(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	who := e.principal()
+	var signer *review.Signer
+	if who.Type == authz.User {
+		if signer, err = e.signer(st.dir, who.ID); err != nil {
+			return err
+		}
+	}
+	c, _, err := e.reviewer(st).Approve(ctx, who, s, review.ApproveOptions{Note: *note, Signer: signer})
+	if err != nil {
+		if who.Type != authz.User {
+			return e.humanOnly(who, "approve")
+		}
+		return err
+	}
+	fmt.Fprintf(e.Stdout, "%s: approved %.12s by %s (%d of %d); state %s\n", s.ID, c.Head, who.ID, len(c.ValidApprovals()), c.Tier.Approvals, c.State())
+	return st.checkpoint(ctx)
+}
+
+func (e *Env) rejectCmd(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("reject", "reject -m REASON SESSION", `Reject records that the session's current head must not be merged, and why.`, "    enclave reject -m \"touches the billing schema\" last")
+	reason := fs.String("m", "", "the `reason` (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("reject takes one SESSION")
+	}
+	if strings.TrimSpace(*reason) == "" {
+		return usagef("reject needs a reason: -m REASON")
+	}
+	st, err := e.openState(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	who := e.principal()
+	c, err := e.reviewer(st).Reject(ctx, who, s, *reason)
+	if err != nil {
+		if who.Type != authz.User {
+			return e.humanOnly(who, "reject")
+		}
+		return err
+	}
+	fmt.Fprintf(e.Stdout, "%s: rejected %.12s by %s; state %s\n", s.ID, c.Head, who.ID, c.State())
+	return st.checkpoint(ctx)
+}
+
+func (e *Env) mergeCmd(ctx context.Context, args []string) error {
+	fs := e.newFlagSet("merge", "merge SESSION", `Merge brings an approved session's change into your repository: it fetches
+the agent's commit from enclave's shadow repository (objects only; nothing
+from the agent's copy runs), creates the branch enclave/<session> (or,
+with merge.mode: target in enclave.review.yaml, merges into the target
+branch with your git identity and signing), and attaches the signed
+approvals as a git note on refs/notes/enclave. Running it again is a no-op.`, "    enclave merge last\n    git log --notes=enclave enclave/<session>")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("merge takes one SESSION")
+	}
+	st, err := e.openState(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	who := e.principal()
+	_, res, err := e.reviewer(st).Merge(ctx, who, s)
+	if err != nil {
+		if who.Type != authz.User {
+			return e.humanOnly(who, "merge")
+		}
+		return err
+	}
+	if res.Noop {
+		fmt.Fprintf(e.Stdout, "%s: already merged: %s at %.12s\n", s.ID, res.Ref, res.Commit)
+	} else {
+		fmt.Fprintf(e.Stdout, "%s: merged %.12s as %s", s.ID, res.Commit, res.Ref)
+		if res.Merge != "" {
+			fmt.Fprintf(e.Stdout, " and into the target (merge commit %.12s)", res.Merge)
+		}
+		fmt.Fprintf(e.Stdout, "; attestation in %s\n", review.NotesRef)
+	}
+	return st.checkpoint(ctx)
+}
+
+func (e *Env) attestCmd(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "verify" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			fmt.Fprint(e.Stderr, "Usage:\n    enclave attest verify [flags] COMMIT\n")
+			return nil
+		}
+		return usagef("usage: enclave attest verify [flags] COMMIT")
+	}
+	fs := e.newFlagSet("attest verify", "attest verify [flags] COMMIT", `Verify checks the enclave attestations attached to COMMIT (the note on
+refs/notes/enclave in the repository) offline, with public keys alone: every
+envelope must be signed by a key in the allowed signers file under the name
+of the approver it names, be about exactly this commit, and together they
+must reach the approvals the tier required. Exit 0 when all verify.`, "    enclave attest verify enclave/s-20261124-150405-a1b2c3\n    enclave attest verify --keys team_signers --envelope att.json 3f2c...")
+	keys := fs.String("keys", "", "allowed signers `file` (default: keys/allowed_signers in the state directory)")
+	repo := fs.String("repo", "", "the repository `dir` (default: the current directory)")
+	envFile := fs.String("envelope", "", "check this envelope `file` (JSON Lines) instead of the git note; COMMIT must then be a full commit id")
+	jsonOut := fs.Bool("json", false, "print the verified statements as JSON")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("attest verify takes one COMMIT")
+	}
+	kf := *keys
+	if kf == "" {
+		dir, err := e.stateDir()
+		if err != nil {
+			return err
+		}
+		kf = filepath.Join(dir, review.KeyDir, review.AllowedSignersFile)
+	}
+	kdata, err := os.ReadFile(kf)
+	if err != nil {
+		return withHint(fmt.Errorf("read allowed signers: %w", err), "give the team's public keys with --keys FILE (lines of \"name ssh-ed25519 AAAA...\")")
+	}
+	signers, err := review.ParseAllowedSigners(kf, kdata)
+	if err != nil {
+		return err
+	}
+	var (
+		commit string
+		vs     []*review.Verified
+	)
+	if *envFile != "" {
+		data, err := os.ReadFile(*envFile)
+		if err != nil {
+			return err
+		}
+		commit = fs.Arg(0)
+		vs, err = review.VerifyBundle(ctx, data, commit, signers)
+		if err != nil {
+			return err
+		}
+	} else {
+		dir := *repo
+		if dir == "" {
+			if dir, err = e.dir(); err != nil {
+				return err
+			}
+		}
+		commit, vs, err = review.VerifyCommit(ctx, &review.Git{Environ: e.environ()}, dir, fs.Arg(0), signers)
+		if err != nil {
+			return err
+		}
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(e.Stdout)
+		for _, v := range vs {
+			if err := enc.Encode(v.Statement); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, v := range vs {
+		p := v.Statement.Predicate
+		fmt.Fprintf(e.Stdout, "ok: %s approved by %s (%s) at %s: session %s, tier %s, verification %s\n",
+			commit, safeText(v.Signer.Name), v.Signer.KeyID, p.Time, p.Session.ID, p.Session.Tier, p.Verification.Result)
+	}
+	return nil
+}
+
+func (e *Env) policyCmd(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "test" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			fmt.Fprint(e.Stderr, "Usage:\n    enclave policy test [--policy FILE] TESTFILE\n")
+			return nil
+		}
+		return usagef("usage: enclave policy test [--policy FILE] TESTFILE")
+	}
+	fs := e.newFlagSet("policy test", "policy test [--policy FILE] TESTFILE", `Test runs authorisation policy unit tests: TESTFILE is YAML with a list of
+tests, each a principal (User:<name> or Agent:<session>), an action (run,
+verify, review, tier, approve, reject, merge), a resource (session, tier,
+launcher, paths, protected_paths, approvals_required, gate,
+separation_of_duties), a context, the expected decision (allow or deny),
+and optionally the policy ids that must decide it. The policies are the
+built-in ones plus enclave.cedar at the repository top level (or --policy).`, "    enclave policy test policy_test.yaml")
+	pol := fs.String("policy", "", "Cedar policy `file` to add to the built-in policies (default: enclave.cedar of this repository)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("policy test takes one TESTFILE")
+	}
+	var eng *authz.Engine
+	var err error
+	if *pol != "" {
+		data, rerr := os.ReadFile(*pol)
+		if rerr != nil {
+			return rerr
+		}
+		eng, err = authz.New(authz.Source{Name: *pol, Data: data})
+	} else {
+		dir, derr := e.dir()
+		if derr != nil {
+			return derr
+		}
+		if top, terr := (&review.Git{Environ: e.environ()}).TopLevel(ctx, dir); terr == nil {
+			dir = top
+		}
+		eng, err = authz.Load(dir)
+	}
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	tf, err := authz.ParseTests(fs.Arg(0), data)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, r := range eng.Run(tf) {
+		if r.Pass {
+			fmt.Fprintf(e.Stdout, "ok    %s:%d %s\n", fs.Arg(0), r.Line, safeText(r.Name))
+			continue
+		}
+		failed++
+		fmt.Fprintf(e.Stdout, "FAIL  %s:%d %s: %s\n", fs.Arg(0), r.Line, safeText(r.Name), safeText(r.Problem))
+	}
+	fmt.Fprintf(e.Stdout, "%d tests, %d failed (policies: %s, sha256 %.12s)\n", len(tf.Tests), failed, strings.Join(eng.Files, ", "), eng.Hash)
+	if failed > 0 {
+		return &exitError{1}
+	}
+	return nil
+}
+
+// SessionMatch is the filter the sessions command can apply for the team
+// lead's view: state (running, exited, failed, needs-review, approved,
+// rejected, merged), agent (the command's program name), tier. A session
+// that exited without review data counts as needs-review.
+func SessionMatch(s *store.Session, state, agent, tier string) bool {
+	sum, err := review.ReadSummary(s)
+	if err != nil {
+		return state == "" && agent == "" && tier == ""
+	}
+	if state != "" && sessionState(s) != state && s.State != state {
+		return false
+	}
+	if agent != "" && (len(s.Command) == 0 || filepath.Base(s.Command[0]) != agent) {
+		return false
+	}
+	if tier != "" {
+		t := sum.Tier
+		if t == "" {
+			t = review.TierRoutine
+		}
+		if t != tier {
+			return false
+		}
+	}
+	return true
+}
+
+// sessionState maps the core's "exited" to "needs-review" for display.
+func sessionState(s *store.Session) string {
+	if s.State == store.StateExited {
+		return review.StateNeedsReview
+	}
+	return s.State
+}
