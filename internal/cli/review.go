@@ -360,9 +360,10 @@ func (e *Env) signer(dir, user string) (*review.Signer, error) {
 }
 
 func (e *Env) reviewTierCmd(ctx context.Context, args []string) error {
-	fs := e.newFlagSet("review tier", "review tier [--task TEXT] SESSION TIER", `Tier declares a session's tier (from enclave.review.yaml; built in: docs,
-routine, sensitive) and optionally its task. The launcher sets it once;
-changing it afterwards takes another person, and never once approvals exist.`, "    enclave review tier last sensitive --task \"rotate session keys\"")
+	fs := e.newFlagSet("review tier", "review tier [--task TEXT] SESSION TIER", `Tier declares a session's tier (from enclave.review.yaml; built in: docs-tests,
+routine, sensitive) and optionally its task. The launcher may make it
+stricter, not laxer (lowering it takes another person); no tier changes once
+approvals exist.`, "    enclave review tier last sensitive --task \"rotate session keys\"")
 	task := fs.String("task", "", "the task the agent was given")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -412,12 +413,7 @@ approval counts only while the session's branch stays at that head.`, "    encla
 		return err
 	}
 	who := e.principal()
-	var signer *review.Signer
-	if who.Type == authz.User {
-		if signer, err = e.signer(st.dir, who.ID); err != nil {
-			return err
-		}
-	}
+	signer := func() (*review.Signer, error) { return e.signer(st.dir, who.ID) }
 	c, _, err := e.reviewer(st).Approve(ctx, who, s, review.ApproveOptions{Note: *note, Signer: signer})
 	if err != nil {
 		if who.Type != authz.User {

@@ -346,10 +346,9 @@ func denied(d authz.Decision) error {
 	return fmt.Errorf("%w: %s", ErrDenied, d.Reason)
 }
 
-// SetTier declares the session's tier (and task). The launcher may set it
-// once; changing it again takes someone else (policy
-// "tier-changes-by-another"), and no tier changes once a current approval
-// exists.
+// SetTier declares the session's tier (and task). The launcher may only
+// make it stricter (policy "launcher-cannot-lower-tier"), and no tier
+// changes once a current approval exists.
 func (r *Reviewer) SetTier(ctx context.Context, who authz.Principal, s *store.Session, tier, task string) (*Case, error) {
 	c, err := r.Open(ctx, s)
 	if err != nil {
@@ -359,7 +358,7 @@ func (r *Reviewer) SetTier(ctx context.Context, who authz.Principal, s *store.Se
 		return nil, fmt.Errorf("tier %q is not defined (tiers: %s)", tier, strings.Join(c.Config.TierNames(), ", "))
 	}
 	d, err := r.Decide(ctx, c, who, authz.ActionTier, map[string]any{
-		"tier_was_set": c.Summary.Tier != "", "new_tier": tier, "approved": len(c.ValidApprovals()) > 0,
+		"lowers": Laxer(c.Config.Tiers[tier], c.Tier), "new_tier": tier, "approved": len(c.ValidApprovals()) > 0,
 	})
 	if err != nil {
 		return nil, err
@@ -382,6 +381,15 @@ func (r *Reviewer) SetTier(ctx context.Context, who authz.Principal, s *store.Se
 	return c, r.save(ctx, c)
 }
 
+var gateRank = map[string]int{GateNone: 0, GateNoFail: 1, GatePass: 2}
+
+// Laxer reports whether tier a asks less than tier b in any respect:
+// fewer approvals, a weaker verification gate, or no separation of duties
+// where b has it.
+func Laxer(a, b Tier) bool {
+	return a.Approvals < b.Approvals || gateRank[a.Gate] < gateRank[b.Gate] || (b.SeparationOfDuties && !a.SeparationOfDuties)
+}
+
 func (r *Reviewer) save(ctx context.Context, c *Case) error {
 	if err := WriteSummary(c.Session, c.Summary); err != nil {
 		return err
@@ -395,8 +403,10 @@ func (r *Reviewer) save(ctx context.Context, c *Case) error {
 // ApproveOptions are the inputs of Approve.
 type ApproveOptions struct {
 	Note string
-	// Signer is the approver's key; it must be the key of who.
-	Signer *Signer
+	// Signer returns the approver's key, which must be who's; it is
+	// called only once the policy allowed the approval, so a refused
+	// attempt creates no key.
+	Signer func() (*Signer, error)
 }
 
 // Approve records who's approval of the session's current head, signed
@@ -419,8 +429,15 @@ func (r *Reviewer) Approve(ctx context.Context, who authz.Principal, s *store.Se
 	if c.Summary.Merged != nil {
 		return c, nil, fmt.Errorf("session %s is already merged", s.ID)
 	}
-	if opts.Signer == nil || opts.Signer.Name != who.ID {
+	if opts.Signer == nil {
 		return c, nil, fmt.Errorf("approval by %s needs %s's signing key: %w", who.ID, who.ID, ErrNoKey)
+	}
+	signer, err := opts.Signer()
+	if err != nil {
+		return c, nil, err
+	}
+	if signer.Name != who.ID {
+		return c, nil, fmt.Errorf("approval by %s cannot be signed with the key of %s", who.ID, signer.Name)
 	}
 	cp, err := r.Log.Checkpoint(ctx)
 	if err != nil {
@@ -430,20 +447,20 @@ func (r *Reviewer) Approve(ctx context.Context, who authz.Principal, s *store.Se
 	if err != nil {
 		return c, nil, fmt.Errorf("audit checkpoint: %w", err)
 	}
-	st := r.statement(c, opts, d, cp, tree.N)
-	env, err := Sign(ctx, opts.Signer, st)
+	st := r.statement(c, signer, opts.Note, d, cp, tree.N)
+	env, err := Sign(ctx, signer, st)
 	if err != nil {
 		return c, nil, err
 	}
 	seq, err := r.appendSeq(ctx, s.ID, KindApprove, who.ID, "approve", map[string]any{
-		"head": c.Head, "note": opts.Note, "key_id": opts.Signer.KeyID, "envelope": json.RawMessage(env),
+		"head": c.Head, "note": opts.Note, "key_id": signer.KeyID, "envelope": json.RawMessage(env),
 		"envelope_sha256": sha256Hex(env), "tier": c.TierName,
 	})
 	if err != nil {
 		return c, nil, err
 	}
 	c.Summary.Approvals = append(c.Summary.Approvals, Approval{
-		User: who.ID, KeyID: opts.Signer.KeyID, Head: c.Head, Time: st.Predicate.Time, Note: opts.Note, Seq: seq, Envelope: env,
+		User: who.ID, KeyID: signer.KeyID, Head: c.Head, Time: st.Predicate.Time, Note: opts.Note, Seq: seq, Envelope: env,
 	})
 	if err := r.save(ctx, c); err != nil {
 		return c, nil, err
@@ -459,7 +476,7 @@ func noteText(note []byte) []byte {
 	return note
 }
 
-func (r *Reviewer) statement(c *Case, opts ApproveOptions, d authz.Decision, cp *audit.Checkpoint, size int64) *Statement {
+func (r *Reviewer) statement(c *Case, signer *Signer, note string, d authz.Decision, cp *audit.Checkpoint, size int64) *Statement {
 	s := c.Session
 	ps := PredSession{
 		ID: s.ID, Task: c.Summary.Task, Tier: c.TierName, ApprovalsRequired: c.Tier.Approvals,
@@ -497,9 +514,9 @@ func (r *Reviewer) statement(c *Case, opts ApproveOptions, d authz.Decision, cp 
 			},
 			Verification: PredVerification{Result: c.Verify, ReportSHA256: c.ReportSHA256},
 			Audit:        PredAudit{Origin: cp.Origin, Size: size, Checkpoint: string(cp.Note)},
-			Approver:     PredApprover{Name: opts.Signer.Name, Key: opts.Signer.Public, KeyID: opts.Signer.KeyID},
+			Approver:     PredApprover{Name: signer.Name, Key: signer.Public, KeyID: signer.KeyID},
 			Decision:     nonNil(d.Policies),
-			Note:         opts.Note,
+			Note:         note,
 			Time:         r.now().Format(time.RFC3339),
 		},
 	}
@@ -628,7 +645,7 @@ func (r *Reviewer) ensureMerged(ctx context.Context, c *Case, approvals []Approv
 		// shadow's upload-pack runs with a hardened command line; nothing
 		// of the agent's copy is involved.
 		tmp := "refs/enclave/incoming/" + id
-		up := "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c uploadpack.packObjectsHook= upload-pack"
+		up := "git -c core.hooksPath=/dev/null -c core.fsmonitor=false upload-pack"
 		if _, err := g.user(ctx, repo, nil, "fetch", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head",
 			"--upload-pack="+up, "--end-of-options", c.Change.GitDir(), "+refs/heads/enclave/"+id+":"+tmp); err != nil {
 			return nil, fmt.Errorf("fetch the change into %s: %w", repo, err)
@@ -739,4 +756,3 @@ func VerifyCommit(ctx context.Context, g *Git, repo, commit string, signers []Al
 	vs, err := VerifyBundle(ctx, note, id, signers)
 	return id, vs, err
 }
-

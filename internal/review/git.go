@@ -37,7 +37,6 @@ var shadowConfig = []string{
 	"maintenance.auto=false",
 	"protocol.allow=never",
 	"credential.helper=",
-	"uploadpack.packObjectsHook=",
 }
 
 func baseEnv(path string) []string {

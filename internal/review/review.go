@@ -83,7 +83,7 @@ const (
 
 // Tiers built in; a config may define others.
 const (
-	TierDocs      = "docs"
+	TierDocs      = "docs-tests"
 	TierRoutine   = "routine"
 	TierSensitive = "sensitive"
 )
