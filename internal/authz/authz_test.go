@@ -277,3 +277,22 @@ func TestIndexMatchesFullSet(t *testing.T) {
 		}
 	}
 }
+
+func TestTierPolicy(t *testing.T) {
+	e, _ := New()
+	for _, tt := range []struct {
+		who    Principal
+		lowers bool
+		allow  bool
+	}{
+		{Principal{User, "alice"}, false, true},
+		{Principal{User, "alice"}, true, false}, // the launcher lowering their own tier
+		{Principal{User, "bob"}, true, true},
+		{Principal{Agent, "s-1"}, false, false},
+	} {
+		d := e.Decide(Request{Principal: tt.who, Action: ActionTier, Resource: sensitive(), Context: map[string]any{"lowers": tt.lowers}})
+		if d.Allow != tt.allow {
+			t.Errorf("tier by %v lowers=%v: allow = %v, want %v (%s)", tt.who, tt.lowers, d.Allow, tt.allow, d.Reason)
+		}
+	}
+}
