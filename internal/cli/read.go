@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/enclave-dev/enclave/internal/audit"
+	"github.com/enclave-dev/enclave/internal/review"
 	"github.com/enclave-dev/enclave/internal/store"
 	"github.com/enclave-dev/enclave/internal/workspace"
 )
@@ -23,7 +24,9 @@ import (
 func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 	fs := e.newFlagSet("sessions", "sessions [flags]", "Sessions lists sessions, newest first.", "    enclave sessions\n    enclave sessions --state running --json")
 	jsonOut := fs.Bool("json", false, "print JSON, one session object per line")
-	state := fs.String("state", "", "only sessions in `state` (running, exited, failed)")
+	state := fs.String("state", "", "only sessions in `state` (running, needs-review, approved, rejected, merged, failed)")
+	agent := fs.String("agent", "", "only sessions whose agent command is `name` (e.g. claude)")
+	tier := fs.String("tier", "", "only sessions of task `tier` (docs-tests, routine, sensitive)")
 	limit := fs.Int("n", 50, "show at most `n` sessions (0: all)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -36,9 +39,18 @@ func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	list, err := st.store.ListSessions(ctx, store.SessionFilter{State: *state, Limit: *limit})
+	all, err := st.store.ListSessions(ctx, store.SessionFilter{})
 	if err != nil {
 		return err
+	}
+	var list []*store.Session
+	for _, s := range all {
+		if SessionMatch(s, *state, *agent, *tier) {
+			list = append(list, s)
+		}
+		if *limit > 0 && len(list) == *limit {
+			break
+		}
 	}
 	if *jsonOut {
 		enc := json.NewEncoder(e.Stdout)
@@ -54,14 +66,18 @@ func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SESSION\tSTARTED\tSTATE\tEXIT\tBLOCKED\tFILES\tOUT\tCOMMAND")
+	fmt.Fprintln(tw, "SESSION\tSTARTED\tSTATE\tTIER\tEXIT\tBLOCKED\tFILES\tOUT\tCOMMAND")
 	for _, s := range list {
 		exit := "-"
 		if s.ExitCode != nil {
 			exit = fmt.Sprint(*s.ExitCode)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.ID, s.Started.Local().Format("2006-01-02 15:04"),
-			s.State, exit, s.Blocked, s.FilesChanged, humanBytes(s.BytesUp), safeText(clip(strings.Join(s.Command, " "), 48)))
+		tierName := "-"
+		if sum, err := review.ReadSummary(s); err == nil && sum.Tier != "" {
+			tierName = sum.Tier
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.ID, s.Started.Local().Format("2006-01-02 15:04"),
+			sessionState(s), safeText(tierName), exit, s.Blocked, s.FilesChanged, humanBytes(s.BytesUp), safeText(clip(strings.Join(s.Command, " "), 48)))
 	}
 	return tw.Flush()
 }

@@ -678,7 +678,9 @@ func SessionMatch(s *store.Session, state, agent, tier string) bool {
 
 // sessionState maps the core's "exited" to "needs-review" for display.
 func sessionState(s *store.Session) string {
-	if s.State == store.StateExited {
+	if s.State == store.StateExited && s.FilesChanged > 0 {
+		// An exited session with a change waits for a human; one that
+		// changed nothing has nothing to review.
 		return review.StateNeedsReview
 	}
 	return s.State
