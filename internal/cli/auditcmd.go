@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -30,6 +32,8 @@ Examples:
     enclave audit verify
     enclave audit checkpoint > /mnt/elsewhere/checkpoint.txt
     enclave audit verify -published /mnt/elsewhere/checkpoint.txt
+    enclave audit checkpoint -git ~/audit-mirror     # then push refs/enclave/checkpoints anywhere
+    enclave audit verify -git ~/audit-mirror
     enclave audit prove 42 > proof.json
     enclave audit check-proof -key audit.pub proof.json
     enclave audit export -session last -kind egress,dns
@@ -57,6 +61,7 @@ func (e *Env) auditCmd(ctx context.Context, args []string) error {
 		fs := e.newFlagSet("audit checkpoint", "audit checkpoint", `Checkpoint signs the audit log's current tree head now and prints the signed
 note. Keep copies elsewhere (another machine, a git ref, a ticket): "enclave
 audit verify -published FILE" then catches a history rewritten since.`, "    enclave audit checkpoint > /mnt/elsewhere/checkpoint.txt")
+		gitDir := fs.String("git", "", "also publish it as a commit on "+checkpointRef+" in the git repository `dir`")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -68,6 +73,11 @@ audit verify -published FILE" then catches a history rewritten since.`, "    enc
 		cp, err := st.log.Checkpoint(ctx)
 		if err != nil {
 			return err
+		}
+		if *gitDir != "" {
+			if err := publishCheckpointGit(ctx, *gitDir, cp.Note); err != nil {
+				return fmt.Errorf("publish checkpoint to %s: %w", *gitDir, err)
+			}
 		}
 		_, err = e.Stdout.Write(cp.Note)
 		return err
@@ -99,6 +109,8 @@ It exits 0 only when everything holds.`, "    enclave audit verify\n    enclave 
 	var keys, published listFlag
 	fs.Var(&keys, "key", "trust the public key in `file` (repeatable; default: the state directory's key)")
 	fs.Var(&published, "published", "also check the checkpoint in `file` published elsewhere (repeatable)")
+	var gitDirs listFlag
+	fs.Var(&gitDirs, "git", "also check every checkpoint published on "+checkpointRef+" in the git repository `dir` (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -118,6 +130,13 @@ It exits 0 only when everything holds.`, "    enclave audit verify\n    enclave 
 			return err
 		}
 		opts.Published = append(opts.Published, b)
+	}
+	for _, d := range gitDirs {
+		notes, err := readCheckpointsGit(ctx, d)
+		if err != nil {
+			return fmt.Errorf("read checkpoints from %s: %w", d, err)
+		}
+		opts.Published = append(opts.Published, notes...)
 	}
 	rep, err := audit.Verify(ctx, st.store, opts)
 	var ve *audit.VerifyError
@@ -285,4 +304,73 @@ func parseWhen(s string) (time.Time, error) {
 		return time.Now().Add(-d), nil
 	}
 	return time.Parse(time.RFC3339Nano, s)
+}
+
+// checkpointRef is where published checkpoints go in a git repository: a
+// chain of commits, each holding one signed checkpoint as the file
+// "checkpoint", so the ref can be pushed and mirrored like any branch and a
+// rewritten log is caught by any copy of it.
+const checkpointRef = "refs/enclave/checkpoints"
+
+// gitPublish runs git in a repository the user named for publishing. It is
+// the user's own repository, never an agent's copy; hooks are switched off
+// anyway, since publishing runs none.
+func gitPublish(ctx context.Context, dir string, stdin []byte, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "git", append([]string{"-c", "core.hooksPath=/dev/null", "-C", dir}, args...)...)
+	cmd.Env = append(os.Environ(), "GIT_TERMINAL_PROMPT=0", "GIT_AUTHOR_NAME=enclave", "GIT_AUTHOR_EMAIL=enclave@localhost",
+		"GIT_COMMITTER_NAME=enclave", "GIT_COMMITTER_EMAIL=enclave@localhost")
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("git %s: %v: %s", args[0], err, strings.TrimSpace(stderr.String()))
+	}
+	return bytes.TrimSpace(out), nil
+}
+
+func publishCheckpointGit(ctx context.Context, dir string, note []byte) error {
+	blob, err := gitPublish(ctx, dir, note, "hash-object", "-w", "--stdin")
+	if err != nil {
+		return err
+	}
+	tree, err := gitPublish(ctx, dir, []byte("100644 blob "+string(blob)+"\tcheckpoint\n"), "mktree")
+	if err != nil {
+		return err
+	}
+	args := []string{"commit-tree", string(tree), "-m", "enclave audit checkpoint\n\n" + string(note)}
+	parent, perr := gitPublish(ctx, dir, nil, "rev-parse", "-q", "--verify", checkpointRef)
+	if perr == nil && len(parent) > 0 {
+		args = append(args, "-p", string(parent))
+	}
+	commit, err := gitPublish(ctx, dir, nil, args...)
+	if err != nil {
+		return err
+	}
+	old := string(parent)
+	if perr != nil || old == "" {
+		old = strings.Repeat("0", 40)
+	}
+	// Compare-and-swap: a concurrent publisher makes this fail, not lose a
+	// checkpoint.
+	_, err = gitPublish(ctx, dir, nil, "update-ref", checkpointRef, string(commit), old)
+	return err
+}
+
+func readCheckpointsGit(ctx context.Context, dir string) ([][]byte, error) {
+	revs, err := gitPublish(ctx, dir, nil, "rev-list", checkpointRef)
+	if err != nil {
+		return nil, err
+	}
+	var notes [][]byte
+	for _, rev := range strings.Fields(string(revs)) {
+		note, err := gitPublish(ctx, dir, nil, "cat-file", "blob", rev+":checkpoint")
+		if err != nil {
+			return nil, err
+		}
+		notes = append(notes, append(note, '\n'))
+	}
+	return notes, nil
 }
