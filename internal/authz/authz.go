@@ -12,8 +12,10 @@
 // "review", "tier", "approve", "reject" and "merge". The resource is the
 // Session::"<id>" entity, whose attributes ([Resource]) carry the tier and
 // its settings, the launcher (a User entity, so policies can compare it with
-// principal), the paths the change touches and the protected ones among
-// them. The context carries facts computed by the caller for one request
+// principal), the agent's program name, command line and sandbox profile,
+// the paths the change touches and the protected ones among them. For
+// Action::"run" the session does not exist yet: the resource is
+// Session::"new" with the tier, task, agent, command and profile asked for. The context carries facts computed by the caller for one request
 // (the verification result, whether the branch is still at the head that was
 // reviewed, how many valid approvals exist).
 //
@@ -111,6 +113,12 @@ type Resource struct {
 	ApprovalsRequired  int
 	Gate               string // "pass", "no-fail" or "none"
 	SeparationOfDuties bool
+	// Agent is the program name of the agent command (the base name of
+	// its first word, e.g. "codex"); Command the whole command line,
+	// words joined by spaces; Profile the enclave.yaml sandbox profile.
+	Agent   string
+	Command string
+	Profile string
 }
 
 // Request is one question.
@@ -346,6 +354,9 @@ func (e *Engine) build(req Request) (cedar.Request, entityPair, error) {
 		"approvals_required":   cedar.Long(r.ApprovalsRequired),
 		"gate":                 cedar.String(r.Gate),
 		"separation_of_duties": cedar.Boolean(r.SeparationOfDuties),
+		"agent":                cedar.String(r.Agent),
+		"command":              cedar.String(r.Command),
+		"profile":              cedar.String(r.Profile),
 	}
 	principal := cedar.NewEntityUID(cedar.EntityType(req.Principal.Type), cedar.String(req.Principal.ID))
 	return cedar.Request{

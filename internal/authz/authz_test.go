@@ -296,3 +296,39 @@ func TestTierPolicy(t *testing.T) {
 		}
 	}
 }
+
+// Run: humans may run any tier by default; a user forbid on tier and agent
+// narrows it, and names itself in the decision.
+func TestRunPolicy(t *testing.T) {
+	base, _ := New()
+	forbid, err := New(Source{Name: "enclave.cedar", Data: []byte(`
+@id("no-codex-on-sensitive")
+forbid (principal, action == Action::"run", resource is Session)
+when { resource.tier == "sensitive" && resource.agent == "codex" };
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := func(tier, agent string) Resource {
+		return Resource{Session: "new", Tier: tier, Task: "t", Launcher: "alice", Agent: agent, Command: agent + " exec fix", Profile: "default"}
+	}
+	for _, tt := range []struct {
+		e            *Engine
+		who          Principal
+		tier, agent  string
+		allow        bool
+		wantPolicies []string
+	}{
+		{base, Principal{User, "alice"}, "sensitive", "codex", true, []string{"humans-act-on-sessions"}},
+		{base, Principal{User, "alice"}, "docs-tests", "claude", true, []string{"humans-act-on-sessions"}},
+		{base, Principal{Agent, "s-1"}, "routine", "claude", false, nil},
+		{forbid, Principal{User, "alice"}, "sensitive", "codex", false, []string{"no-codex-on-sensitive"}},
+		{forbid, Principal{User, "alice"}, "sensitive", "claude", true, []string{"humans-act-on-sessions"}},
+		{forbid, Principal{User, "alice"}, "routine", "codex", true, []string{"humans-act-on-sessions"}},
+	} {
+		d := tt.e.Decide(Request{Principal: tt.who, Action: ActionRun, Resource: res(tt.tier, tt.agent)})
+		if d.Allow != tt.allow || !slices.Equal(d.Policies, tt.wantPolicies) {
+			t.Errorf("run %s by %v at %s (%d files) = %v by %v, want %v by %v (%s)", tt.agent, tt.who, tt.tier, len(tt.e.Files), d.Allow, d.Policies, tt.allow, tt.wantPolicies, d.Reason)
+		}
+	}
+}

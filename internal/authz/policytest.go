@@ -59,6 +59,9 @@ type TestResource struct {
 	ApprovalsRequired  int      `yaml:"approvals_required"`
 	Gate               string   `yaml:"gate"`
 	SeparationOfDuties bool     `yaml:"separation_of_duties"`
+	Agent              string   `yaml:"agent"`
+	Command            string   `yaml:"command"`
+	Profile            string   `yaml:"profile"`
 }
 
 // TestResult is the outcome of one case.
@@ -185,6 +188,7 @@ func (e *Engine) Run(tf *TestFile) []TestResult {
 				Session: r.Session, Task: r.Task, Tier: r.Tier, Launcher: r.Launcher,
 				Paths: r.Paths, ProtectedPaths: r.ProtectedPaths, ApprovalsRequired: r.ApprovalsRequired,
 				Gate: r.Gate, SeparationOfDuties: r.SeparationOfDuties,
+				Agent: r.Agent, Command: r.Command, Profile: r.Profile,
 			},
 			Context: tc.Context,
 		})
