@@ -24,7 +24,7 @@ import (
 // other key, and a test checks that the init template shows every one.
 // "*" stands for a user-chosen name, "[]" for a list element.
 var schema = map[string][]string{
-	"":                           {"version", "profile", "profiles", "providers", "classification", "gateway"},
+	"":                           {"version", "profile", "profiles", "providers", "classification", "gateway", "gates"},
 	"profiles.*":                 {"extends", "filesystem", "network", "exec", "limits", "env", "degrade"},
 	"profiles.*.filesystem":      {"read_only", "read_write", "hidden"},
 	"profiles.*.network":         {"allow", "byte_budget", "dns"},
@@ -38,6 +38,10 @@ var schema = map[string][]string{
 	"classification.paths[]":     {"path", "level"},
 	"gateway":                    {"budget"},
 	"gateway.budget":             {"tokens", "requests"},
+	"gates":                      {"verify"},
+	"gates.verify":               {"checks", "rules", "allow", "scope", "dependencies", "osv", "test_command", "test_timeout", "test_memory"},
+	"gates.verify.allow[]":       {"check", "rule", "path", "fingerprint", "reason"},
+	"gates.verify.dependencies":  {"allow", "deny", "needs_approval"},
 }
 
 // maxPolicyBytes bounds the policy text; real ones are a few KiB.
@@ -492,6 +496,7 @@ func (d *decoder) policy(root *yaml.Node, base *rawPolicy) (*Policy, *rawPolicy)
 	}
 	d.classification(top["classification"], raw)
 	d.gateway(top["gateway"], raw)
+	p.Gates = d.gates(top["gates"])
 
 	// Profiles.
 	var order []string

@@ -63,6 +63,9 @@ type Policy struct {
 	Classification Classification
 	// Gateway holds the model gateway's budgets.
 	Gateway Gateway
+	// Gates configures the checks a change passes before review. A file
+	// without gates: gets the gates' built-in defaults (the zero value).
+	Gates Gates
 }
 
 // Profile is one complete set of sandbox settings.
