@@ -50,6 +50,7 @@ type runFlags struct {
 	tty, gateway        onceString
 	verify, task, tier  onceString
 	quiet, trustPolicy  bool
+	noAutoMount         bool
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -67,6 +68,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.tier, "tier", "task `tier` for review: docs-tests, routine (default) or sensitive")
 	fs.Var(&f.gateway, "gateway", "model gateway `mode`: auto (on when a provider is configured), on (required), off")
 	fs.BoolVar(&f.quiet, "q", false, "print no session banner and summary")
+	fs.BoolVar(&f.noAutoMount, "no-agent-mount", false, "do not mount the agent's own install when it lives outside the sandbox's view")
 	fs.BoolVar(&f.trustPolicy, "trust-policy", false, "trust the repository's enclave.yaml as it is now (asked once per content)")
 }
 
@@ -85,6 +87,15 @@ func (e *Env) runCmd(ctx context.Context, args []string) error {
 	case "", "auto", "off":
 	default:
 		return usagef("-verify %q: write auto or off", f.verify.val)
+	}
+	if mount, command, ok := agentInstall(argv[0], e.getenv("PATH"), e.getenv("HOME")); ok && !f.noAutoMount && !coveredBy(mount, f.ro, f.rw) {
+		// Most agents install under HOME, which the sandbox never shows:
+		// mount just the agent's own install, read-only, and say so.
+		f.ro = append(f.ro, mount)
+		argv = append([]string{command}, argv[1:]...)
+		if !f.quiet {
+			fmt.Fprintf(e.Stderr, "enclave: mounting the agent's install read-only: %s\n", mount)
+		}
 	}
 	res, err := e.runSession(ctx, &f, argv, nil)
 	if err != nil {
@@ -455,4 +466,17 @@ func warnUnwritable(path string, rw bool) {
 			fmt.Fprintf(os.Stderr, "enclave: warning: --rw %s: the agent runs as host uid %d, which cannot write there; chown it to %d if it should\n", path, uid, uid)
 		}
 	}
+}
+
+// coveredBy reports whether path is already inside a --ro or --rw source.
+func coveredBy(path string, lists ...[]string) bool {
+	for _, l := range lists {
+		for _, v := range l {
+			src, _, _ := strings.Cut(v, ":")
+			if abs, err := filepath.Abs(expandHome(src)); err == nil && within(realPath(path), realPath(abs)) {
+				return true
+			}
+		}
+	}
+	return false
 }
