@@ -292,3 +292,24 @@ func VerifyBundle(ctx context.Context, data []byte, commit string, signers []All
 	}
 	return out, nil
 }
+
+// CheckCheckpoint checks the audit checkpoint a verified statement embeds
+// against the audit log's public keys (v): its signature, and that its
+// origin and tree size are the ones the statement names. It ties the
+// approval to a point of a log whose key the verifier trusts; it does not
+// prove the approval record itself is in that log (that is enclave audit
+// prove). Errors wrap [ErrAttestation].
+func CheckCheckpoint(v *audit.Verifier, st *Statement) (*audit.Checkpoint, error) {
+	a := st.Predicate.Audit
+	if a.Checkpoint == "" {
+		return nil, fmt.Errorf("%w: the statement has no audit checkpoint", ErrAttestation)
+	}
+	cp, err := v.OpenCheckpoint([]byte(a.Checkpoint))
+	if err != nil {
+		return nil, fmt.Errorf("%w: audit checkpoint: %v", ErrAttestation, err)
+	}
+	if cp.Origin != a.Origin || cp.Tree.N != a.Size {
+		return nil, fmt.Errorf("%w: audit checkpoint is of log %q size %d, the statement says %q size %d", ErrAttestation, cp.Origin, cp.Tree.N, a.Origin, a.Size)
+	}
+	return cp, nil
+}

@@ -272,7 +272,15 @@ func (c *Case) resource() authz.Resource {
 		Session: c.Session.ID, Task: c.Summary.Task, Tier: c.TierName, Launcher: c.Session.User,
 		Paths: c.Paths, ProtectedPaths: c.Protected,
 		ApprovalsRequired: c.Tier.Approvals, Gate: c.Tier.Gate, SeparationOfDuties: c.Tier.SeparationOfDuties,
+		Agent: agentName(c.Session.Command), Command: strings.Join(c.Session.Command, " "), Profile: c.Session.Profile,
 	}
+}
+
+func agentName(argv []string) string {
+	if len(argv) == 0 {
+		return ""
+	}
+	return filepath.Base(argv[0])
 }
 
 // Decide asks the policy and records the decision in the audit log. A
@@ -693,6 +701,22 @@ func (r *Reviewer) ensureMerged(ctx context.Context, c *Case, approvals []Approv
 		changed = true
 	}
 	res.Noop = !changed
+	return res, nil
+}
+
+// AutoMerge merges the session when enclave.review.yaml says merge.auto
+// and the approvals are now sufficient (state approved); who is the person
+// whose action completed them, and the merge decision is put to the policy
+// in their name like any merge. It returns nil, nil when auto merge is off
+// or the session is not (yet) approved; a merged session is a no-op.
+func (r *Reviewer) AutoMerge(ctx context.Context, who authz.Principal, c *Case) (*MergeResult, error) {
+	if c == nil || !c.Config.Merge.Auto || c.State() != StateApproved {
+		return nil, nil
+	}
+	_, res, err := r.Merge(ctx, who, c.Session)
+	if err != nil {
+		return nil, fmt.Errorf("automatic merge (merge.auto in %s): %w", c.Config.Source, err)
+	}
 	return res, nil
 }
 

@@ -136,6 +136,9 @@ type Tier struct {
 type MergeConfig struct {
 	Mode   string `yaml:"mode" json:"mode"`
 	Target string `yaml:"target" json:"target,omitempty"`
+	// Auto merges as soon as an approval makes the approvals sufficient,
+	// in the name of the person who approved last.
+	Auto bool `yaml:"auto" json:"auto,omitempty"`
 }
 
 // Config is enclave.review.yaml.
@@ -243,6 +246,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 		c.Merge.Mode = raw.Merge.Mode
 	}
 	c.Merge.Target = raw.Merge.Target
+	c.Merge.Auto = raw.Merge.Auto
 	switch c.Merge.Mode {
 	case MergeBranch:
 	case MergeTarget:

@@ -3,6 +3,7 @@ package review
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"os"
@@ -10,15 +11,19 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/enclave-dev/enclave/internal/audit"
 	"github.com/enclave-dev/enclave/internal/store"
 )
 
 func TestParseConfig(t *testing.T) {
-	c, err := ParseConfig("r.yaml", []byte("version: 1\ndefault_tier: sensitive\ntiers:\n  deploy: {approvals: 3, gate: pass, separation_of_duties: true, profile: strict}\nmerge: {mode: target, target: main}\n"))
+	c, err := ParseConfig("r.yaml", []byte("version: 1\ndefault_tier: sensitive\ntiers:\n  deploy: {approvals: 3, gate: pass, separation_of_duties: true, profile: strict}\nmerge: {mode: target, target: main, auto: true}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.DefaultTier != "sensitive" || c.Tiers["deploy"].Approvals != 3 || c.Tiers["routine"].Gate != GateNoFail || c.Merge.Mode != MergeTarget || c.Hash == "" {
+	if c.DefaultTier != "sensitive" || c.Tiers["deploy"].Approvals != 3 || c.Tiers["routine"].Gate != GateNoFail || c.Merge.Mode != MergeTarget || !c.Merge.Auto || c.Hash == "" {
 		t.Errorf("ParseConfig() = %+v", c)
 	}
 	for _, tt := range []struct{ text, want string }{
@@ -250,4 +255,54 @@ func FuzzVerifyEnvelope(f *testing.F) {
 func FuzzParseAllowedSigners(f *testing.F) {
 	f.Add([]byte("bob ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID6HRqILGzcWWP6k2vnV4nvFKwPp8kSbVu2FlaXjzWyN c\n# x\n"))
 	f.Fuzz(func(t *testing.T, b []byte) { ParseAllowedSigners("f", b) })
+}
+
+func TestCheckCheckpoint(t *testing.T) {
+	sign := func(origin string, n int64) (string, string) {
+		skey, vkey, err := note.GenerateKey(rand.Reader, "audit.example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := note.NewSigner(skey)
+		msg, err := note.Sign(&note.Note{Text: string(audit.FormatCheckpoint(origin, tlog.Tree{N: n, Hash: tlog.Hash{1}}))}, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(msg), vkey
+	}
+	cp, vkey := sign("enclave/test", 7)
+	other, otherKey := sign("enclave/test", 7)
+	v, err := audit.NewVerifier("", vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := func(cp, origin string, n int64) *Statement {
+		return &Statement{Predicate: Predicate{Audit: PredAudit{Origin: origin, Size: n, Checkpoint: cp}}}
+	}
+	if got, err := CheckCheckpoint(v, st(cp, "enclave/test", 7)); err != nil || got.Tree.N != 7 {
+		t.Fatalf("CheckCheckpoint(good) = %v, %v", got, err)
+	}
+	flipped := []byte(cp)
+	flipped[len(flipped)-5] ^= 0x01
+	for _, tt := range []struct {
+		name string
+		st   *Statement
+		want string
+	}{
+		{"signed by another key", st(other, "enclave/test", 7), "unknown key"},
+		{"size differs", st(cp, "enclave/test", 8), "size 8"},
+		{"origin differs", st(cp, "enclave/other", 7), `"enclave/other"`},
+		{"signature byte changed", st(string(flipped), "enclave/test", 7), "checkpoint"},
+		{"no checkpoint", st("", "enclave/test", 7), "no audit checkpoint"},
+	} {
+		_, err := CheckCheckpoint(v, tt.st)
+		if err == nil || !errors.Is(err, ErrAttestation) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("CheckCheckpoint(%s) = %v, want an ErrAttestation naming %q", tt.name, err, tt.want)
+		}
+	}
+	// The other log's key accepts its own checkpoint: the check is the key.
+	ov, _ := audit.NewVerifier("", otherKey)
+	if _, err := CheckCheckpoint(ov, st(other, "enclave/test", 7)); err != nil {
+		t.Errorf("CheckCheckpoint(other key, its checkpoint) = %v", err)
+	}
 }
