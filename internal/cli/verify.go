@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/enclave-dev/enclave/internal/audit"
+	"github.com/enclave-dev/enclave/internal/policy"
 	"github.com/enclave-dev/enclave/internal/store"
 	"github.com/enclave-dev/enclave/internal/verify"
 	"github.com/enclave-dev/enclave/internal/workspace"
@@ -35,8 +36,9 @@ verify.json, records its SHA-256 in the audit log, prints a summary, and
 exits 0 on pass, 1 on fail, 3 on needs-review. Progress goes to stderr.`,
 		"    enclave verify last\n    enclave verify --osv ~/osv-db --json last")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of the summary")
-	osv := fs.String("osv", "", "directory or .zip of OSV JSON entries to check dependencies against")
-	timeout := fs.Duration("test-timeout", 0, "wall-time limit of the test run (default 10m)")
+	osv := fs.String("osv", "", "directory or .zip of OSV JSON entries to check dependencies against (overrides gates.verify.osv)")
+	timeout := fs.Duration("test-timeout", 0, "wall-time limit of the test run (overrides gates.verify.test_timeout; default 10m)")
+	polPath := fs.String("policy", "", "verify against this policy `file` instead of the one the session ran under")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,7 +66,17 @@ exits 0 on pass, 1 on fail, 3 on needs-review. Progress goes to stderr.`,
 		}
 		return fmt.Errorf("change of %s: %w", s.ID, err)
 	}
-	cfg := verify.Config{OSV: *osv, TestTimeout: *timeout}
+	pol, err := sessionPolicy(s, *polPath)
+	if err != nil {
+		return err
+	}
+	cfg := verifyConfig(pol.Gates.Verify)
+	if *osv != "" {
+		cfg.OSV = *osv
+	}
+	if *timeout != 0 {
+		cfg.TestTimeout = *timeout
+	}
 	rep, err := verify.Run(ctx, verify.Options{
 		Session:  s.ID,
 		GitDir:   c.GitDir(),
@@ -99,6 +111,8 @@ exits 0 on pass, 1 on fail, 3 on needs-review. Progress goes to stderr.`,
 		"findings":      len(rep.Findings),
 		"allowlisted":   len(rep.Allowlisted),
 		"reasons":       rep.Reasons,
+		"policy":        pol.Source,
+		"policy_sha256": pol.Hash,
 	})
 	if _, err := st.log.Append(ctx, audit.Event{Session: s.ID, Kind: "verify", Actor: "enclave", Decision: string(rep.Result), Time: time.Now(), Data: evData}); err != nil {
 		// The report must not count unless it is on the record.
@@ -121,4 +135,69 @@ exits 0 on pass, 1 on fail, 3 on needs-review. Progress goes to stderr.`,
 		return &exitError{verifyExitNeedsReview}
 	}
 	return nil
+}
+
+// sessionPolicy loads the policy a session is verified against: the file
+// named by --policy if given, else the policy the session ran under, which
+// must still hash to what the session recorded (an edited policy could
+// otherwise allowlist the change it is judging without anyone noticing).
+func sessionPolicy(s *store.Session, explicit string) (*policy.Policy, error) {
+	if explicit != "" {
+		p, err := policy.LoadFor(s.Dir, explicit)
+		if err != nil {
+			return nil, fmt.Errorf("load policy %q: %w", explicit, err)
+		}
+		return p, nil
+	}
+	var p *policy.Policy
+	if s.PolicySource == "" || s.PolicySource == policy.SourceBuiltin {
+		p = policy.Default()
+	} else {
+		src := s.PolicySource
+		if !filepath.IsAbs(src) {
+			src = filepath.Join(s.Dir, src)
+		}
+		var err error
+		if p, err = policy.LoadFor(s.Dir, src); err != nil {
+			return nil, fmt.Errorf("load the policy of session %s: %w", s.ID, err)
+		}
+	}
+	if s.PolicyHash != "" && p.Hash != s.PolicyHash {
+		return nil, fmt.Errorf("policy %s changed since session %s started (sha256 %.12s, recorded %.12s); verify with --policy %s to use the edited policy", p.Source, s.ID, p.Hash, s.PolicyHash, p.Source)
+	}
+	return p, nil
+}
+
+// verifyConfig maps the policy's gates.verify section onto the gate's
+// configuration. The policy has already checked names and values; the
+// gate checks them again when it runs.
+func verifyConfig(g policy.VerifyGate) verify.Config {
+	c := verify.Config{
+		Scope:       g.Scope,
+		OSV:         g.OSV,
+		TestCommand: g.TestCommand,
+		TestTimeout: g.TestTimeout,
+		TestMemory:  g.TestMemory,
+		Deps: verify.DepPolicy{
+			Allow:         g.DepsAllow,
+			Deny:          g.DepsDeny,
+			NeedsApproval: g.DepsNeedsApproval,
+		},
+	}
+	if len(g.Checks) > 0 {
+		c.Checks = map[string]verify.Action{}
+		for k, v := range g.Checks {
+			c.Checks[k] = verify.Action(v)
+		}
+	}
+	if len(g.Rules) > 0 {
+		c.Rules = map[string]verify.Action{}
+		for k, v := range g.Rules {
+			c.Rules[k] = verify.Action(v)
+		}
+	}
+	for _, a := range g.Allow {
+		c.Allow = append(c.Allow, verify.AllowRule{Check: a.Check, Rule: a.Rule, Path: a.Path, Fingerprint: a.Fingerprint, Reason: a.Reason})
+	}
+	return c
 }
