@@ -24,18 +24,11 @@ func (e *Env) dataCmd(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("data takes one SESSION")
-	}
-	st, err := e.openStore(ctx)
+	st, s, err := e.sessionArg(ctx, fs, false)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	var evs []audit.Event
 	f := audit.Filter{Session: s.ID, Kinds: []string{"gateway", "model.call", "egress", "egress.end", "dns"}}
 	if err := audit.Records(ctx, st.store, f, func(r audit.Record) error {

@@ -155,18 +155,11 @@ SESSION is an id, a unique part of one, or "last".`, "    enclave log last\n    
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("log takes one SESSION")
-	}
-	st, err := e.openStore(ctx)
+	st, s, err := e.sessionArg(ctx, fs, false)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	enc := json.NewEncoder(e.Stdout)
 	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
 	if !*jsonOut {
@@ -282,18 +275,11 @@ agent's git configuration). SESSION is an id, a unique part of one, or "last".`,
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("diff takes one SESSION")
-	}
-	st, err := e.openStore(ctx)
+	st, s, err := e.sessionArg(ctx, fs, false)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	ws, err := workspace.Open(filepath.Join(st.dir, "sessions", s.ID), nil)
 	if err != nil {
 		return fmt.Errorf("open workspace of %s: %w", s.ID, err)
@@ -392,4 +378,27 @@ func escapeFormat(b []byte) []byte {
 		b = b[n:]
 	}
 	return out.Bytes()
+}
+
+// sessionArg resolves the one SESSION argument of a command and returns it
+// with the opened state (for writing when write is set), which the caller
+// closes.
+func (e *Env) sessionArg(ctx context.Context, fs *flagSet, write bool) (*state, *store.Session, error) {
+	if fs.NArg() != 1 {
+		return nil, nil, usagef("%s takes one SESSION", fs.Name())
+	}
+	open := e.openStore
+	if write {
+		open = e.openState
+	}
+	st, err := open(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return st, s, nil
 }
