@@ -1,0 +1,213 @@
+//go:build linux
+
+package gateway
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/enclave-dev/enclave/internal/session"
+)
+
+// classPolicy labels secret/** restricted and names no provider, so the
+// providers come from enclave's environment at the default clearance
+// (internal): a restricted excerpt must never reach them.
+const classPolicy = `version: 1
+classification:
+  levels: [public, internal, confidential, restricted]
+  default: internal
+  paths:
+    - {path: "secret/**", level: restricted}
+  action: block
+`
+
+// restrictedSource returns a Go file of 40 lines whose identifiers carry
+// tag, so any line of it that reaches the upstream is recognisable.
+func restrictedSource(tag string) string {
+	lines := []string{
+		"package ledger",
+		"",
+		"import (",
+		"	\"errors\"",
+		"	\"sort\"",
+		")",
+		"",
+		"// settle%[1]s moves reserved balances between the treasury vaults.",
+		"func settle%[1]s(vaults map[string]int64, from, to string, amount int64) error {",
+		"	if amount <= 0 {",
+		"		return errors.New(\"ledger%[1]s: non-positive transfer\")",
+		"	}",
+		"	if vaults[from] < amount+reserveFloor%[1]s {",
+		"		return errInsufficient%[1]s",
+		"	}",
+		"	vaults[from] -= amount",
+		"	vaults[to] += amount",
+		"	auditTrail%[1]s = append(auditTrail%[1]s, transfer%[1]s{from, to, amount})",
+		"	return nil",
+		"}",
+		"",
+		"// rebalance%[1]s spreads the overflow of the largest vault to the rest.",
+		"func rebalance%[1]s(vaults map[string]int64) []string {",
+		"	names := make([]string, 0, len(vaults))",
+		"	for name := range vaults {",
+		"		names = append(names, name)",
+		"	}",
+		"	sort.Slice(names, func(i, j int) bool { return vaults[names[i]] > vaults[names[j]] })",
+		"	overflow%[1]s := vaults[names[0]] - ceiling%[1]s",
+		"	for _, name := range names[1:] {",
+		"		share := overflow%[1]s / int64(len(names)-1)",
+		"		vaults[name] += share",
+		"		vaults[names[0]] -= share",
+		"	}",
+		"	return names",
+		"}",
+		"",
+		"var errInsufficient%[1]s = errors.New(\"ledger%[1]s: insufficient reserve\")",
+		"var reserveFloor%[1]s, ceiling%[1]s int64 = 125000, 9800000",
+		"",
+	}
+	return fmt.Sprintf(strings.Join(lines, "\n"), tag)
+}
+
+func randomTag(t *testing.T) string {
+	b := make([]byte, 5)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return "Zq" + hex.EncodeToString(b)
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// policyArgs is the `enclave run` flag naming a policy made from the file
+// tmpl with @MODEL_PORT@ replaced by the fake model's port, which the
+// harness learns only after starting it (WRAP is expanded then).
+func policyArgs(tmpl string) string {
+	return `--policy "$(sed "s/@MODEL_PORT@/$MODEL_PORT/g" ` + shq(tmpl) + ` >"$RUN_DIR/policy.yaml" && echo "$RUN_DIR/policy.yaml")"`
+}
+
+// agentOutput is what the agent printed, stdout and stderr.
+func agentOutput(r *run) []byte {
+	out, _ := os.ReadFile(filepath.Join(r.dir, "agent.stdout"))
+	return append(out, r.agentErr...)
+}
+
+func dataFlow(t *testing.T, e *testEnv, r *run) session.DataFlow {
+	t.Helper()
+	var d session.DataFlow
+	out := e.enclaveCmd(t, r, "data", "--json", "last")
+	if err := json.Unmarshal(out, &d); err != nil {
+		t.Fatalf("enclave data --json last: %v\n%s", err, out)
+	}
+	return d
+}
+
+type classHit struct {
+	Path      string `json:"path"`
+	Level     string `json:"level"`
+	StartLine int    `json:"start_line"`
+	EndLine   int    `json:"end_line"`
+	Action    string `json:"action"`
+}
+
+type classCall struct {
+	Phase          string     `json:"phase"`
+	Allow          bool       `json:"allow"`
+	Model          string     `json:"model"`
+	Rule           string     `json:"rule"`
+	Reason         string     `json:"reason"`
+	Classification []classHit `json:"classification"`
+}
+
+func classCalls(t *testing.T, evs []logEvent) []classCall {
+	t.Helper()
+	var out []classCall
+	for _, ev := range evs {
+		if ev.Kind != "model.call" {
+			continue
+		}
+		var c classCall
+		if err := json.Unmarshal(ev.Data, &c); err != nil {
+			t.Fatalf("model.call event: %v", err)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// TestRestrictedExcerptRefused: the agent cats 30 lines of a file the policy
+// labels restricted, with the providers (from the environment) cleared only
+// to internal. The request carrying the excerpt is refused: the upstream
+// never sees a line of it, the agent gets the gateway's error, and the
+// audit log and `enclave data` record the hit with the file and span.
+func TestRestrictedExcerptRefused(t *testing.T) {
+	e := setup(t)
+	scenario, _ := filepath.Abs(filepath.Join("testdata", "restricted.json"))
+	pol := writeFile(t, "policy.yaml", classPolicy)
+	for _, a := range agents {
+		t.Run(a.name, func(t *testing.T) {
+			tag := randomTag(t)
+			src := restrictedSource(tag)
+			r := e.runHarness(t, a, scenario, map[string]string{"secret/ledger.go": src}, "--policy "+shq(pol))
+			if r.rep.TurnsServed != 1 {
+				t.Errorf("turns served = %d, want 1 (the read is served, the request carrying its result is not)", r.rep.TurnsServed)
+			}
+			if bytes.Contains(r.requests, []byte(tag)) {
+				t.Errorf("the fake upstream received lines of the restricted file (tag %s)", tag)
+			}
+			if slices.ContainsFunc(r.rep.ToolResults, func(s string) bool { return strings.Contains(s, "RESTRICTED-READ") }) {
+				t.Errorf("the tool result of the restricted read reached the upstream: %q", r.rep.ToolResults)
+			}
+			if out := agentOutput(r); !bytes.Contains(out, []byte("classified content above the clearance")) {
+				t.Errorf("the agent did not print the gateway's refusal; its output:\n%s", out)
+			}
+
+			evs, _ := e.events(t, r)
+			refused := false
+			for _, c := range classCalls(t, evs) {
+				if c.Phase != "decision" || c.Allow || c.Rule != "classification" {
+					continue
+				}
+				for _, h := range c.Classification {
+					if h.Path == "secret/ledger.go" && h.Level == "restricted" && h.Action == "blocked" &&
+						h.StartLine >= 1 && h.EndLine <= 30 && h.EndLine > h.StartLine {
+						refused = true
+					}
+				}
+				if !strings.Contains(c.Reason, "secret/ledger.go") {
+					t.Errorf("refusal reason %q does not name the file", c.Reason)
+				}
+			}
+			if !refused {
+				t.Errorf("no refused model.call with a blocked restricted hit on secret/ledger.go within lines 1-30: %+v", classCalls(t, evs))
+			}
+
+			d := dataFlow(t, e, r)
+			if !slices.ContainsFunc(d.Classified, func(h session.ClassifiedHit) bool {
+				return h.Path == "secret/ledger.go" && h.Level == "restricted" && h.Action == "blocked"
+			}) {
+				t.Errorf("enclave data classified = %+v, want a blocked restricted hit on secret/ledger.go", d.Classified)
+			}
+			if !slices.ContainsFunc(d.Blocked, func(b session.BlockedFlow) bool {
+				return b.Kind == "model" && strings.Contains(b.Reason, "secret/ledger.go")
+			}) {
+				t.Errorf("enclave data blocked = %+v, want the refused model call naming secret/ledger.go", d.Blocked)
+			}
+		})
+	}
+}
