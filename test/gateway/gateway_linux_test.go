@@ -483,38 +483,82 @@ func latestSession(t *testing.T, state string) string {
 	return filepath.Join(state, "sessions", ents[len(ents)-1].Name())
 }
 
-// TestUnsanctionedModel: with a policy that sanctions only another model,
-// the agent's request is refused, recorded, and never reaches the upstream.
+// TestUnsanctionedModel: each agent asks for a model its provider's policy
+// entry does not list (the entry sanctions only sanctioned-other-*, on the
+// fake model's real port, so an allowed call would reach it). The request is
+// refused with a message naming the model and what is allowed, recorded as
+// a deny, and the upstream receives nothing.
 func TestUnsanctionedModel(t *testing.T) {
 	e := setup(t)
-	a := agents[0]
-	pol := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := os.WriteFile(pol, []byte(`version: 1
+	cases := []struct {
+		agent agent
+		// api, base (with @MODEL_PORT@) and key of the policy's provider.
+		api, base, keyEnv string
+		// model the agent asks for; a trailing * is a prefix.
+		model string
+		vars  []string
+	}{
+		{agents[0], "anthropic", "http://127.0.0.1:@MODEL_PORT@", "ANTHROPIC_API_KEY", "claude-opus-9", []string{"CLAUDE_MODEL=claude-opus-9"}},
+		{agents[1], "openai", "http://127.0.0.1:@MODEL_PORT@/v1", "OPENAI_API_KEY", "fake-model", nil},
+		{agents[2], "gemini", "http://127.0.0.1:@MODEL_PORT@", "GEMINI_API_KEY", "fake-model", nil},
+		// OpenCode (VIA_ENV=1) uses its built-in anthropic provider and
+		// its default model, anthropic/claude-sonnet-4-5.
+		{agents[3], "anthropic", "http://127.0.0.1:@MODEL_PORT@/v1", "ANTHROPIC_API_KEY", "claude-sonnet-4-5*", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.agent.name, func(t *testing.T) {
+			tmpl := writeFile(t, "policy.yaml.in", fmt.Sprintf(`version: 1
 providers:
-  only-haiku:
-    api: anthropic
-    base_url: http://127.0.0.1:1
-    key_env: ANTHROPIC_API_KEY
-    models: ["claude-haiku-*"]
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// The policy's base URL is a placeholder: the upstream is never asked.
-	r := e.runHarness(t, a, "benign", nil, "--policy "+shq(pol), "CLAUDE_MODEL=claude-opus-9")
-	if r.rep.TurnsServed != 0 || len(bytes.TrimSpace(r.requests)) != 0 {
-		t.Errorf("the upstream served %d turns (%d bytes of requests); want none", r.rep.TurnsServed, len(r.requests))
-	}
-	evs, _ := e.events(t, r)
-	refused := false
-	for _, c := range modelCalls(t, evs) {
-		if c.Phase == "decision" && !c.Allow && c.Model == "claude-opus-9" && strings.Contains(c.Reason, "claude-haiku-*") {
-			refused = true
-		}
-		if c.Allow {
-			t.Errorf("allowed model call %+v", c)
-		}
-	}
-	if !refused {
-		t.Errorf("no refused model.call naming claude-opus-9 and the allowed claude-haiku-*")
+  only-other:
+    api: %s
+    base_url: %s
+    key_env: %s
+    models: ["sanctioned-other-*"]
+`, tc.api, tc.base, tc.keyEnv))
+			r := e.runHarness(t, tc.agent, "benign", nil, policyArgs(tmpl), tc.vars...)
+			if r.rep.TurnsServed != 0 || len(bytes.TrimSpace(r.requests)) != 0 {
+				t.Errorf("the upstream served %d turns (%d bytes of requests); want none", r.rep.TurnsServed, len(r.requests))
+			}
+			if r.rep.AgentExitCode == 0 {
+				t.Errorf("agent exit 0; want a failure after the refusal")
+			}
+			want := strings.TrimSuffix(tc.model, "*")
+			matches := func(m string) bool {
+				if strings.HasSuffix(tc.model, "*") {
+					return strings.HasPrefix(m, want)
+				}
+				return m == want
+			}
+			if out := agentOutput(r); !bytes.Contains(out, []byte("sanctioned-other-*")) {
+				t.Errorf("the agent did not print the gateway's refusal naming what is allowed; its output:\n%s", out)
+			}
+			evs, _ := e.events(t, r)
+			refused := false
+			for _, ev := range evs {
+				if ev.Kind != "model.call" {
+					continue
+				}
+				var c modelCall
+				if err := json.Unmarshal(ev.Data, &c); err != nil {
+					t.Fatal(err)
+				}
+				if c.Phase == "decision" && !c.Allow && ev.Decision == "deny" && matches(c.Model) &&
+					strings.Contains(c.Reason, c.Model) && strings.Contains(c.Reason, "sanctioned-other-*") {
+					refused = true
+				}
+				if c.Allow {
+					t.Errorf("allowed model call %+v", c)
+				}
+			}
+			if !refused {
+				t.Errorf("no denied model.call naming %s and the allowed sanctioned-other-*: %+v", tc.model, modelCalls(t, evs))
+			}
+			d := dataFlow(t, e, r)
+			if !slices.ContainsFunc(d.Blocked, func(b session.BlockedFlow) bool {
+				return b.Kind == "model" && strings.HasPrefix(b.What, want)
+			}) {
+				t.Errorf("enclave data blocked = %+v, want the refused %s", d.Blocked, tc.model)
+			}
+		})
 	}
 }
