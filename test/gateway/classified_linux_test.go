@@ -211,3 +211,106 @@ func TestRestrictedExcerptRefused(t *testing.T) {
 		})
 	}
 }
+
+// stickyPolicy sanctions two models on the fake upstream: claude-cleared-*
+// may receive confidential content, claude-weak-* only internal.
+const stickyPolicy = `version: 1
+providers:
+  cleared:
+    api: anthropic
+    base_url: http://127.0.0.1:@MODEL_PORT@
+    key_env: ANTHROPIC_API_KEY
+    models: ["claude-cleared-*"]
+    clearance: confidential
+  weak:
+    api: anthropic
+    base_url: http://127.0.0.1:@MODEL_PORT@
+    key_env: ANTHROPIC_API_KEY
+    models: ["claude-weak-*"]
+    clearance: internal
+classification:
+  levels: [public, internal, confidential, restricted]
+  default: internal
+  paths:
+    - {path: "secret/**", level: confidential}
+  action: block
+`
+
+// TestStickySensitivity: one session runs Claude Code twice (testdata/twice.sh).
+// The first run, on a model cleared for confidential content, reads 30
+// lines of a confidential file and sends them (allowed, recorded). The
+// second run uses a model cleared only to internal; its first request is a
+// fresh conversation holding none of the file, yet the session has sent confidential content, so the
+// gateway refuses it (classification.sticky) and the upstream never sees
+// it. The control run reads the same lines from an unclassified path, and
+// the second run is served: the refusal comes from the session's history.
+func TestStickySensitivity(t *testing.T) {
+	e := setup(t)
+	scenario, _ := filepath.Abs(filepath.Join("testdata", "sticky.json"))
+	twice, err := os.ReadFile(filepath.Join("testdata", "twice.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := writeFile(t, "policy.yaml.in", stickyPolicy)
+	args := policyArgs(tmpl) + " -- /bin/sh /workspace/twice.sh"
+	for _, tc := range []struct {
+		name, dir string
+		sticky    bool
+	}{
+		{"confidential", "secret", true},
+		{"control", "open", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tag := randomTag(t)
+			files := map[string]string{tc.dir + "/plan.go": restrictedSource(tag), "twice.sh": string(twice)}
+			r := e.runHarness(t, agents[0], scenario, files, args)
+			if !bytes.Contains(r.requests, []byte(tag)) {
+				t.Fatalf("the first run's excerpt did not reach the cleared model; tool results %q", r.rep.ToolResults)
+			}
+			evs, _ := e.events(t, r)
+			calls := classCalls(t, evs)
+			var firstAllowed, weakAllowed, weakSticky bool
+			for _, c := range calls {
+				if c.Phase != "decision" {
+					continue
+				}
+				switch {
+				case c.Model == "claude-cleared-1" && c.Allow && slices.ContainsFunc(c.Classification, func(h classHit) bool {
+					return h.Path == "secret/plan.go" && h.Level == "confidential" && h.Action == "allowed"
+				}):
+					firstAllowed = true
+				case c.Model == "claude-weak-1" && c.Allow:
+					weakAllowed = true
+				case c.Model == "claude-weak-1" && !c.Allow && c.Rule == "classification.sticky" &&
+					strings.Contains(c.Reason, "confidential") && strings.Contains(c.Reason, "secret/plan.go"):
+					weakSticky = true
+				}
+			}
+			if !bytes.Contains(r.agentErr, []byte("twice.sh: first run exit 0")) {
+				t.Errorf("the first run did not finish cleanly; stderr:\n%s", r.agentErr)
+			}
+			if tc.sticky {
+				if !firstAllowed {
+					t.Errorf("no allowed call to claude-cleared-1 recording the confidential hit on secret/plan.go: %+v", calls)
+				}
+				if r.rep.TurnsServed != 2 {
+					t.Errorf("turns served = %d, want 2 (the second run is refused before the upstream)", r.rep.TurnsServed)
+				}
+				if bytes.Contains(r.requests, []byte("claude-weak-1")) {
+					t.Errorf("the upstream received a request for claude-weak-1")
+				}
+				if weakAllowed || !weakSticky {
+					t.Errorf("claude-weak-1: allowed %v, refused as sticky %v; want refused only: %+v", weakAllowed, weakSticky, calls)
+				}
+				if out := agentOutput(r); !bytes.Contains(out, []byte("already sent confidential content")) {
+					t.Errorf("the second run did not print the gateway's refusal; output:\n%s", out)
+				}
+				return
+			}
+			if r.rep.AgentExitCode != 0 || !bytes.Contains(r.requests, []byte("claude-weak-1")) || !weakAllowed || weakSticky {
+				t.Errorf("control: exit %d, upstream got claude-weak-1 %v, allowed %v, refused as sticky %v; want 0, true, true, false",
+					r.rep.AgentExitCode, bytes.Contains(r.requests, []byte("claude-weak-1")), weakAllowed, weakSticky)
+			}
+		})
+	}
+}
