@@ -395,7 +395,9 @@ verification report hash, audit checkpoint, you) in a DSSE envelope signed
 with your key. The policy decides first (enclave.cedar and the built-in
 rules: agents never approve, separation of duties, owners of protected
 paths, the verification gate); every decision is on the audit record. An
-approval counts only while the session's branch stays at that head.`, "    enclave approve last\n    enclave approve -m \"checked the migration\" s-20261124-150405-a1b2c3")
+approval counts only while the session's branch stays at that head. With
+merge: {auto: true} in enclave.review.yaml, the approval that makes the
+approvals sufficient also merges (as enclave merge, in your name).`, "    enclave approve last\n    enclave approve -m \"checked the migration\" s-20261124-150405-a1b2c3")
 	note := fs.String("m", "", "a `note` recorded with the approval")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -414,7 +416,8 @@ approval counts only while the session's branch stays at that head.`, "    encla
 	}
 	who := e.principal()
 	signer := func() (*review.Signer, error) { return e.signer(st.dir, who.ID) }
-	c, _, err := e.reviewer(st).Approve(ctx, who, s, review.ApproveOptions{Note: *note, Signer: signer})
+	r := e.reviewer(st)
+	c, _, err := r.Approve(ctx, who, s, review.ApproveOptions{Note: *note, Signer: signer})
 	if err != nil {
 		if who.Type != authz.User {
 			return e.humanOnly(who, "approve")
@@ -422,7 +425,28 @@ approval counts only while the session's branch stays at that head.`, "    encla
 		return err
 	}
 	fmt.Fprintf(e.Stdout, "%s: approved %.12s by %s (%d of %d); state %s\n", s.ID, c.Head, who.ID, len(c.ValidApprovals()), c.Tier.Approvals, c.State())
+	res, err := r.AutoMerge(ctx, who, c)
+	if err != nil {
+		// The approval stands (it is recorded); the merge can be retried.
+		cerr := st.checkpoint(ctx)
+		return withHint(errors.Join(err, cerr), "the approval is recorded; fix the cause, then run enclave merge "+s.ID)
+	}
+	if res != nil {
+		printMerge(e.Stdout, s.ID, res)
+	}
 	return st.checkpoint(ctx)
+}
+
+func printMerge(w io.Writer, id string, res *review.MergeResult) {
+	if res.Noop {
+		fmt.Fprintf(w, "%s: already merged: %s at %.12s\n", id, res.Ref, res.Commit)
+		return
+	}
+	fmt.Fprintf(w, "%s: merged %.12s as %s", id, res.Commit, res.Ref)
+	if res.Merge != "" {
+		fmt.Fprintf(w, " and into the target (merge commit %.12s)", res.Merge)
+	}
+	fmt.Fprintf(w, "; attestation in %s\n", review.NotesRef)
 }
 
 func (e *Env) rejectCmd(ctx context.Context, args []string) error {
@@ -488,15 +512,7 @@ approvals as a git note on refs/notes/enclave. Running it again is a no-op.`, " 
 		}
 		return err
 	}
-	if res.Noop {
-		fmt.Fprintf(e.Stdout, "%s: already merged: %s at %.12s\n", s.ID, res.Ref, res.Commit)
-	} else {
-		fmt.Fprintf(e.Stdout, "%s: merged %.12s as %s", s.ID, res.Commit, res.Ref)
-		if res.Merge != "" {
-			fmt.Fprintf(e.Stdout, " and into the target (merge commit %.12s)", res.Merge)
-		}
-		fmt.Fprintf(e.Stdout, "; attestation in %s\n", review.NotesRef)
-	}
+	printMerge(e.Stdout, s.ID, res)
 	return st.checkpoint(ctx)
 }
 
@@ -512,11 +528,16 @@ func (e *Env) attestCmd(ctx context.Context, args []string) error {
 refs/notes/enclave in the repository) offline, with public keys alone: every
 envelope must be signed by a key in the allowed signers file under the name
 of the approver it names, be about exactly this commit, and together they
-must reach the approvals the tier required. Exit 0 when all verify.`, "    enclave attest verify enclave/s-20261124-150405-a1b2c3\n    enclave attest verify --keys team_signers --envelope att.json 3f2c...")
+must reach the approvals the tier required. With --log-key, the audit
+checkpoint each attestation embeds must also be signed by that audit log
+key and match the log origin and size the statement names. Exit 0 when all
+verify.`, "    enclave attest verify enclave/s-20261124-150405-a1b2c3\n    enclave attest verify --keys team_signers --envelope att.json 3f2c...")
 	keys := fs.String("keys", "", "allowed signers `file` (default: keys/allowed_signers in the state directory)")
 	repo := fs.String("repo", "", "the repository `dir` (default: the current directory)")
 	envFile := fs.String("envelope", "", "check this envelope `file` (JSON Lines) instead of the git note; COMMIT must then be a full commit id")
 	jsonOut := fs.Bool("json", false, "print the verified statements as JSON")
+	var logKeys listFlag
+	fs.Var(&logKeys, "log-key", "also check each attestation's audit checkpoint against the audit log's public key `file` (enclave audit key; repeatable)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -565,6 +586,20 @@ must reach the approvals the tier required. Exit 0 when all verify.`, "    encla
 			return err
 		}
 	}
+	var cps []string
+	if len(logKeys) > 0 {
+		lv, err := e.verifier(logKeys)
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			cp, err := review.CheckCheckpoint(lv, v.Statement)
+			if err != nil {
+				return fmt.Errorf("approval by %s: %w", safeText(v.Signer.Name), err)
+			}
+			cps = append(cps, fmt.Sprintf("audit log %q at size %d signed by %s", cp.Origin, cp.Tree.N, strings.Join(lv.Keys(), ", ")))
+		}
+	}
 	if *jsonOut {
 		enc := json.NewEncoder(e.Stdout)
 		for _, v := range vs {
@@ -574,10 +609,13 @@ must reach the approvals the tier required. Exit 0 when all verify.`, "    encla
 		}
 		return nil
 	}
-	for _, v := range vs {
+	for i, v := range vs {
 		p := v.Statement.Predicate
 		fmt.Fprintf(e.Stdout, "ok: %s approved by %s (%s) at %s: session %s, tier %s, verification %s\n",
 			commit, safeText(v.Signer.Name), v.Signer.KeyID, p.Time, p.Session.ID, p.Session.Tier, p.Verification.Result)
+		if cps != nil {
+			fmt.Fprintf(e.Stdout, "ok:   checkpoint: %s\n", safeText(cps[i]))
+		}
 	}
 	return nil
 }

@@ -17,7 +17,9 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/enclave-dev/enclave/internal/authz"
 	"github.com/enclave-dev/enclave/internal/policy"
+	"github.com/enclave-dev/enclave/internal/review"
 	"github.com/enclave-dev/enclave/internal/sandbox"
 	"github.com/enclave-dev/enclave/internal/session"
 	"github.com/enclave-dev/enclave/internal/store"
@@ -200,10 +202,32 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 		return nil, usagef("-gateway %q: write auto, on or off", f.gateway.val)
 	}
 
+	// Who may run which agent at which tier with which profile is the
+	// Cedar policy's call (enclave.cedar beside enclave.yaml), decided and
+	// recorded before the session exists; a denial starts nothing.
+	top := dir
+	if t, terr := (&review.Git{Environ: e.environ()}).TopLevel(ctx, dir); terr == nil {
+		top = t
+	}
+	// The launcher is the OS user, as on the session record. (An enclave
+	// run inside a sandbox is the agent's own program with the agent's
+	// state, not a boundary; the sandbox is.)
+	launcher := authz.Principal{Type: authz.User, ID: currentUser()}
+	rd, err := review.AuthorizeRun(ctx, st.log, review.RunRequest{
+		Repo: top, Who: launcher, Argv: argv, Profile: prof.Name, Task: f.task.val, Tier: f.tier.val,
+	})
+	if err != nil {
+		if errors.Is(err, review.ErrDenied) {
+			return nil, withHint(err, "the decision is on the audit record (enclave audit export -kind authz -decision deny); the policies are the built-in ones and "+filepath.Join(top, authz.FileName))
+		}
+		return nil, err
+	}
+
 	started := time.Now()
 	res, err := session.Run(ctx, session.Options{
 		Gateway: gw,
 		Argv:    argv, Dir: dir, User: currentUser(), Policy: pol, Profile: prof,
+		Task: f.task.val, Tier: rd.Tier,
 		Environ: e.environ(), StateDir: st.dir, Store: st.store, Audit: st.log,
 		Mounts: mounts, Env: f.setEnv,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: tty, Signals: sigs,
