@@ -130,9 +130,15 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 	if err != nil {
 		return nil, err
 	}
-	name := f.profile.val
-	if name == "" {
-		name = pol.DefaultProfile
+	// The repository top level holds enclave.cedar and enclave.review.yaml;
+	// a tier that names a sandbox profile fixes it.
+	top := dir
+	if t, terr := (&review.Git{Environ: e.environ()}).TopLevel(ctx, dir); terr == nil {
+		top = t
+	}
+	name, err := review.RunProfile(top, f.tier.val, f.profile.val, pol.DefaultProfile)
+	if err != nil {
+		return nil, err
 	}
 	prof, err := pol.Profile(name)
 	if err != nil {
@@ -205,10 +211,6 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 	// Who may run which agent at which tier with which profile is the
 	// Cedar policy's call (enclave.cedar beside enclave.yaml), decided and
 	// recorded before the session exists; a denial starts nothing.
-	top := dir
-	if t, terr := (&review.Git{Environ: e.environ()}).TopLevel(ctx, dir); terr == nil {
-		top = t
-	}
 	// The launcher is the OS user, as on the session record. (An enclave
 	// run inside a sandbox is the agent's own program with the agent's
 	// state, not a boundary; the sandbox is.)
@@ -232,6 +234,11 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 		Mounts: mounts, Env: f.setEnv,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: tty, Signals: sigs,
 		Started: func(s *store.Session, ws *workspace.Workspace) {
+			// The decision was recorded before the session existed; this
+			// puts it on the session's own record too.
+			if lerr := review.LinkRun(ctx, st.log, s.ID, launcher, rd); lerr != nil {
+				fmt.Fprintf(e.Stderr, "enclave: warning: %s\n", scrub(lerr.Error()))
+			}
 			if !f.quiet {
 				e.printBanner(s, ws, pol, prof)
 			}

@@ -306,3 +306,23 @@ func TestCheckCheckpoint(t *testing.T) {
 		t.Errorf("CheckCheckpoint(other key, its checkpoint) = %v", err)
 	}
 }
+
+func TestRunProfile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte("version: 1\ntiers:\n  sensitive: {approvals: 2, gate: pass, separation_of_duties: true, profile: strict}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ tier, asked, want, err string }{
+		{"", "", "default", ""},
+		{"routine", "lax", "lax", ""},
+		{"sensitive", "", "strict", ""},
+		{"sensitive", "strict", "strict", ""},
+		{"sensitive", "lax", "", `tier sensitive runs with profile "strict"`},
+		{"nope", "", "", `tier "nope" is not defined`},
+	} {
+		got, err := RunProfile(dir, tt.tier, tt.asked, "default")
+		if got != tt.want || (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("RunProfile(%q, %q) = %q, %v; want %q, %q", tt.tier, tt.asked, got, err, tt.want, tt.err)
+		}
+	}
+}

@@ -106,3 +106,46 @@ func AuthorizeRun(ctx context.Context, log Appender, req RunRequest) (*RunDecisi
 	}
 	return out, nil
 }
+
+// RunProfile is the sandbox profile a session of tier (in repo's
+// enclave.review.yaml; "" means the default tier) runs with, given the
+// profile asked for on the command line ("" when none) and the policy's
+// default. A tier that names a profile fixes it: asking for another one is
+// an error, so a launcher cannot pair a strict tier with a lax sandbox.
+func RunProfile(repo, tier, asked, def string) (string, error) {
+	cfg, err := LoadConfig(repo)
+	if err != nil {
+		return "", err
+	}
+	name, t, err := cfg.TierOf(&Summary{Tier: tier})
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case t.Profile == "" && asked == "":
+		return def, nil
+	case t.Profile == "":
+		return asked, nil
+	case asked == "" || asked == t.Profile:
+		return t.Profile, nil
+	}
+	return "", fmt.Errorf("profile %q: tier %s runs with profile %q (tiers.%s.profile in %s): %w", asked, name, t.Profile, name, cfg.Source, ErrDenied)
+}
+
+// LinkRun records the run decision again under the session it allowed, once
+// the session exists, so the session's own record shows who was allowed to
+// start it and by which policies (DecidedSeq points at the decision).
+func LinkRun(ctx context.Context, log Appender, session string, who authz.Principal, d *RunDecision) error {
+	ev, err := audit.NewEvent(session, KindAuthz, actorOf(who), audit.DecisionAllow, map[string]any{
+		"principal": who.String(), "action": authz.ActionRun, "resource": "Session::\"" + session + "\"",
+		"allow": d.Allow, "policies": nonNil(d.Policies), "reason": d.Reason, "tier": d.Tier, "decided_seq": d.Seq,
+	})
+	if err != nil {
+		return err
+	}
+	ev.Time = time.Now().UTC()
+	if _, err := log.Append(ctx, ev); err != nil {
+		return fmt.Errorf("record the run decision for %s: %w", session, err)
+	}
+	return nil
+}

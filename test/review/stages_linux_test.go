@@ -75,7 +75,9 @@ func TestRunAuthorization(t *testing.T) {
 	if r := run("sensitive"); r.code != 0 {
 		t.Fatalf("run --tier sensitive with the default policy: exit %d\n%s", r.code, r.stderr)
 	}
-	if got := f.runDecisions(); len(got) != 1 || got[0] != [2]string{"allow", `["humans-act-on-sessions"]`} {
+	// Two records: the decision before the session existed, and its link
+	// to the session once it did.
+	if got := f.runDecisions(); len(got) != 2 || got[0] != [2]string{"allow", `["humans-act-on-sessions"]`} {
 		t.Fatalf("run decisions after a default run = %v", got)
 	}
 
@@ -92,19 +94,36 @@ when { resource.tier == "sensitive" && resource.agent == "sh" };
 		t.Fatalf("a refused run created a session (%d -> %d)", before, n)
 	}
 	got := f.runDecisions()
-	if len(got) != 2 || got[1] != [2]string{"deny", `["no-sh-on-sensitive"]`} {
+	if len(got) != 3 || got[2] != [2]string{"deny", `["no-sh-on-sensitive"]`} {
 		t.Fatalf("run decisions = %v, want the denial by no-sh-on-sensitive on record", got)
 	}
 	// The forbid is narrow: the routine tier still runs.
 	if r := run("routine"); r.code != 0 {
 		t.Fatalf("run --tier routine: exit %d\n%s", r.code, r.stderr)
 	}
-	if got := f.runDecisions(); len(got) != 3 || got[2][0] != "allow" {
-		t.Fatalf("run decisions = %v", got)
+	// The allowed run is on the session's own record too.
+	var last struct {
+		ID string `json:"id"`
+	}
+	json.Unmarshal([]byte(strings.SplitN(f.must("", "sessions", "--json", "-n", "1"), "\n", 2)[0]), &last)
+	f.lastDecision(last.ID, "run", "allow", "humans-act-on-sessions")
+	if got := f.runDecisions(); len(got) != 5 || got[3][0] != "allow" || got[4][0] != "allow" {
+		t.Fatalf("run decisions = %v, want the decision and its link to the session", got)
 	}
 	// A tier that does not exist is an error naming the tiers, not a run.
 	if r := run("yolo"); r.code == 0 || !strings.Contains(r.stderr, `tier "yolo" is not defined`) {
 		t.Fatalf("run --tier yolo = exit %d, %q", r.code, r.stderr)
+	}
+	// A tier that names a sandbox profile fixes it: another --profile is
+	// refused, and a profile the policy lacks is an error, not a fallback.
+	write(t, filepath.Join(f.repo, review.ConfigFile), "version: 1\ntiers:\n  docs-tests: {approvals: 1, gate: none, profile: locked-down}\n")
+	r = f.enclave("", nil, "run", "--tty", "never", "--gateway", "off", "--tier", "docs-tests", "--profile", "default", "--", "/bin/true")
+	if r.code == 0 || !strings.Contains(r.stderr, `tier docs-tests runs with profile "locked-down"`) {
+		t.Fatalf("run --tier docs-tests --profile default = exit %d, %q", r.code, r.stderr)
+	}
+	r = f.enclave("", nil, "run", "--tty", "never", "--gateway", "off", "--tier", "docs-tests", "--", "/bin/true")
+	if r.code == 0 || !strings.Contains(r.stderr, `profile "locked-down"`) {
+		t.Fatalf("run --tier docs-tests without that profile in the policy = exit %d, %q", r.code, r.stderr)
 	}
 	if n := f.sessionCount(); n != before+1 {
 		t.Fatalf("sessions = %d, want %d", n, before+1)
