@@ -168,8 +168,8 @@ func (f *fixture) runAgent(script, tier string) string {
 	if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &s); err != nil || s.ID == "" {
 		f.t.Fatalf("sessions --json: %v: %q", err, out)
 	}
-	// Declare the tier through review as well (run records "routine" by
-	// default; the launcher may raise it).
+	// run recorded the tier; declaring the same tier through review
+	// again is allowed (it does not lower it) and records the task.
 	f.must("", "review", "tier", "--task", "scripted change", s.ID, tier)
 	return s.ID
 }
