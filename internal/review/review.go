@@ -20,7 +20,14 @@
 // approval), [Merge] fetches the commit from the shadow repository into the
 // user's repository, creates enclave/<id> there (or merges into the target
 // branch), and attaches the envelopes as a git note on refs/notes/enclave,
-// which [VerifyEnvelope] checks offline with public keys alone.
+// which [VerifyEnvelope] checks offline with public keys alone; with the
+// audit log's public key, [CheckCheckpoint] also checks the log checkpoint
+// each approval embeds. With merge.auto, the approval that makes the
+// approvals sufficient merges at once ([Reviewer.AutoMerge]).
+//
+// Before a session exists, [AuthorizeRun] puts Action::"run" to the same
+// decision point (who runs which agent, at which tier, with which sandbox
+// profile) and records it; [RunProfile] applies a tier's profile.
 //
 // # Guarantees
 //
