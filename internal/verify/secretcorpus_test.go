@@ -78,3 +78,49 @@ func BenchmarkScanSecretsGoSource(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(ls)*b.N)/b.Elapsed().Seconds(), "lines/s")
 }
+
+// TestSecretRuleSamples: scanLine(rules, line) = rule ids found, for one
+// fake sample of each vendor format and near misses that must stay quiet.
+func TestSecretRuleSamples(t *testing.T) {
+	rules, err := loadSecretRules(builtinRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hex32 := "0123456789abcdef0123456789abcdef"
+	for _, c := range []struct{ text, want string }{
+		{`TWILIO_KEY="SK` + hex32 + `"`, "twilio-api-key"},
+		{`k := "SG.` + strings.Repeat("a1B2", 5) + `xy.` + strings.Repeat("Zq9_", 10) + `abc"`, "sendgrid-api-key"},
+		{`token: shpat_` + hex32, "shopify-token"},
+		{`t := "dop_v1_` + hex32 + hex32 + `"`, "digitalocean-token"},
+		{`v := "hvs.` + strings.Repeat("Ab3_x", 19) + `"`, "vault-token"},
+		{`h := "hf_` + strings.Repeat("aBcDeFgHiJkLmNoPq", 2) + `"`, "huggingface-token"},
+		{`d := "dapi` + hex32 + `"`, "databricks-token"},
+		{`AGE-SECRET-KEY-1` + strings.Repeat("QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L", 2)[:58], "age-secret-key"},
+		{`g := "glsa_` + strings.Repeat("Ab3x", 8) + `_0a1b2c3d"`, "grafana-token"},
+		{`PMAK-` + hex32[:24] + `-` + hex32 + `ab`, "postman-api-key"},
+		{`glpat-abcdefghij0123456789-`, "gitlab-token"},
+		{`DB_PASSWORD=q8Vz3LmP0xT7wKe2`, "env-secret"},
+		{`export API_TOKEN=Zr81mQv0sLp4Xw9Nc2`, "env-secret"},
+		{`req.Header.Set("Authorization", "Bearer 9fQz-Lm3.vX81_kPa0Rt7wNc")`, "bearer-token"},
+		// Near misses.
+		{`DB_PASSWORD=${DB_PASSWORD}`, ""},
+		{`API_KEY=changeme`, ""},
+		{`TOKEN_FILE=aaaaaaaaaaaaaaaa`, ""},
+		{`Authorization: Bearer $TOKEN`, ""},
+		{`secretName := "prod-db-credentials"`, ""},
+		{`encodeUserPassword: "encodeUserPassword",`, ""},
+		{`SK` + hex32 + `ff`, ""},
+	} {
+		var got []string
+		for _, f := range scanLine(rules, "f", line{N: 1, Text: c.text}) {
+			got = append(got, f.Rule)
+		}
+		want := []string{}
+		if c.want != "" {
+			want = []string{c.want}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("scanLine(%q) = %v, want %v", c.text, got, want)
+		}
+	}
+}
