@@ -155,12 +155,27 @@ func classCalls(t *testing.T, evs []logEvent) []classCall {
 // to internal. The request carrying the excerpt is refused: the upstream
 // never sees a line of it, the agent gets the gateway's error, and the
 // audit log and `enclave data` record the hit with the file and span.
+//
+// The claude-read-tool case reads with Claude Code's in-process Read tool,
+// whose result prefixes every line with its number.
 func TestRestrictedExcerptRefused(t *testing.T) {
 	e := setup(t)
-	scenario, _ := filepath.Abs(filepath.Join("testdata", "restricted.json"))
+	shell, _ := filepath.Abs(filepath.Join("testdata", "restricted.json"))
+	readTool, _ := filepath.Abs(filepath.Join("testdata", "restricted-read-tool.json"))
 	pol := writeFile(t, "policy.yaml", classPolicy)
+	type tcase struct {
+		name     string
+		a        agent
+		scenario string
+	}
+	var cases []tcase
 	for _, a := range agents {
-		t.Run(a.name, func(t *testing.T) {
+		cases = append(cases, tcase{a.name, a, shell})
+	}
+	cases = append(cases, tcase{"claude-read-tool", agents[0], readTool})
+	for _, tc := range cases {
+		a, scenario := tc.a, tc.scenario
+		t.Run(tc.name, func(t *testing.T) {
 			tag := randomTag(t)
 			src := restrictedSource(tag)
 			r := e.runHarness(t, a, scenario, map[string]string{"secret/ledger.go": src}, "--policy "+shq(pol))
