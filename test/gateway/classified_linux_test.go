@@ -172,7 +172,8 @@ func TestRestrictedExcerptRefused(t *testing.T) {
 	for _, a := range agents {
 		cases = append(cases, tcase{a.name, a, shell})
 	}
-	cases = append(cases, tcase{"claude-read-tool", agents[0], readTool})
+	reformatted, _ := filepath.Abs(filepath.Join("testdata", "restricted-reformatted.json"))
+	cases = append(cases, tcase{"claude-read-tool", agents[0], readTool}, tcase{"claude-reformatted", agents[0], reformatted})
 	for _, tc := range cases {
 		a, scenario := tc.a, tc.scenario
 		t.Run(tc.name, func(t *testing.T) {
