@@ -8,7 +8,31 @@
 //
 // The tests judge from outside: the fake model's request log (what the
 // upstream received), files the agent wrote into its session copy (its
-// environment and HOME, read on the host), and the audit log.
+// environment and HOME, read on the host), what the agent printed, and the
+// audit log (`enclave log --json`, `enclave data --json`).
+//
+//   - TestAgentsThroughGateway: each agent completes a task through the gateway.
+//   - TestSecretRedactedKeyNeverInside: a planted AWS key reaches the upstream
+//     redacted; the provider key is nowhere inside nor in the log; a direct
+//     call to the upstream is refused by the egress proxy and recorded.
+//   - TestUnsanctionedModel: a model the policy does not list is refused,
+//     recorded as a deny, and never reaches the upstream (all four agents; the
+//     policy's provider points at the live fake model, so an allowed call would).
+//   - TestRestrictedExcerptRefused: 30 lines of a file labelled restricted,
+//     read by the agent (shell, Claude's Read tool, or reformatted on the way),
+//     make the gateway refuse the request carrying them when the provider is
+//     cleared only to internal; the record names the file and span.
+//   - TestRestrictedExcerptRedacted: the same with classification.action
+//     redact: the request goes on with a placeholder instead of the lines.
+//   - TestStickySensitivity: after a session sent confidential content to a
+//     cleared model, a later conversation on a weaker model is refused even
+//     though its prompt holds none of it; a control run shows the weaker
+//     model is served otherwise.
+//
+// Policies that need the fake model's port (known only once the harness has
+// started it) are templates with @MODEL_PORT@, filled in when the harness
+// expands WRAP. Known limit, not tested here: an excerpt the agent encodes
+// (base64, say) before it reaches the model is not recognised.
 //
 // They skip, with the reason, when the harness is absent, in -short, or
 // when the machine lacks a sandbox layer.
