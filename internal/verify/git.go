@@ -276,16 +276,26 @@ func loadChange(ctx context.Context, r *repo, base, head string, cfg Config) (*c
 		byID[bt[p].id] = p
 		byName[path.Base(p)] = p
 	}
+	// A paired old path is a rename, not also a deletion (which would
+	// count its lines twice and call a moved test deleted), except a test
+	// paired by name alone: its content changed, so whether the tests
+	// survived is for a human to see.
+	renamed := map[string]bool{}
 	for _, p := range added {
 		fc := &fileChange{Path: p, Status: "added", NewMode: ht[p].mode}
-		if old, ok := byID[ht[p].id]; ok {
+		if old, ok := byID[ht[p].id]; ok && !renamed[old] {
 			fc.OldPath, fc.OldMode = old, bt[old].mode
-		} else if old, ok := byName[path.Base(p)]; ok {
+			renamed[old] = true
+		} else if old, ok := byName[path.Base(p)]; ok && !renamed[old] {
 			fc.OldPath, fc.OldMode = old, bt[old].mode
+			renamed[old] = !isTestSource(old)
 		}
 		c.files = append(c.files, fc)
 	}
 	for _, p := range deleted {
+		if renamed[p] {
+			continue
+		}
 		c.files = append(c.files, &fileChange{Path: p, Status: "deleted", OldMode: bt[p].mode})
 	}
 	sortFiles(c.files)
