@@ -83,6 +83,10 @@ func (r *SandboxRunner) Run(ctx context.Context, spec RunSpec) (RunResult, error
 			env = append(env, "GOMODCACHE=/tmp/gomodcache")
 		}
 	}
+	if spec.Tool != "" {
+		mounts = append(mounts, sandbox.Mount{Source: filepath.Dir(spec.Tool), Target: "/enclave-tools"})
+		env[0] = strings.Replace(env[0], "PATH=", "PATH=/enclave-tools:", 1)
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return RunResult{}, err

@@ -35,6 +35,10 @@ type RunSpec struct {
 	// shared between verifications: a cache the agent's code wrote to
 	// could otherwise poison a later run.
 	GoCache string
+	// Tool, if set, is the host path of an extra program (gosec) whose
+	// directory is mounted read-only at /enclave-tools and put first on
+	// PATH; Argv[0] names it by its base name.
+	Tool string
 }
 
 // RunResult is how it went.

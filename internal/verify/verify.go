@@ -271,7 +271,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return f, fmt.Errorf("extract head tree: %w", extractErr)
 		}
 		vf, err := goVet(ctx, ch, workdir, cfg, opts.Sandbox)
-		return append(f, vf...), err
+		f = append(f, vf...)
+		if err != nil {
+			return f, err
+		}
+		return append(f, goSec(ctx, ch, workdir, cfg, opts.Sandbox)...), nil
 	})
 	// Tests write into the tree; run them after go vet read it.
 	wg.Wait()
