@@ -79,7 +79,7 @@ func goSec(ctx context.Context, c *changeSet, dir string, cfg Config, run Runner
 		return []Finding{{Rule: "could-not-analyse", Message: fmt.Sprintf("gosec not run: remove %s: %v", gosecOut, err)}}
 	}
 	defer os.Remove(out)
-	argv := append([]string{filepath.Base(bin), "-fmt=json", "-out=" + gosecOut, "-quiet", "-no-fail", "-exclude-generated"}, list...)
+	argv := append([]string{filepath.Base(bin), "-fmt=json", "-out=" + gosecOut, "-no-fail", "-exclude-generated"}, list...)
 	res, err := run.Run(ctx, RunSpec{Argv: argv, Dir: dir, Timeout: 5 * time.Minute, Memory: cfg.TestMemory, Go: true, GoCache: c.goCache, Tool: bin})
 	if err != nil {
 		return []Finding{{Rule: "could-not-analyse", Message: scrubLine("gosec could not run: " + clip(err.Error(), 300))}}

@@ -73,7 +73,7 @@ func TestGosecFakeRunner(t *testing.T) {
 			}
 		})
 	}
-	if strings.Join(argv, " ") != "gosec -fmt=json -out="+gosecOut+" -quiet -no-fail -exclude-generated ./cmd/x" {
+	if strings.Join(argv, " ") != "gosec -fmt=json -out="+gosecOut+" -no-fail -exclude-generated ./cmd/x" {
 		t.Errorf("gosec argv = %q", argv)
 	}
 }
@@ -111,5 +111,15 @@ func TestGosecReal(t *testing.T) {
 	}
 	if f := findRule(r, CheckStatic, "gosec-G204"); f == nil || f.File != "main.go" || f.Line != 9 {
 		t.Errorf("gosec-G204 = %+v; findings %+v", f, r.Findings)
+	}
+	// A clean change: gosec still writes a report (with -quiet it would
+	// not, and the gate would say it could not analyse).
+	fx = newFixture(t, map[string]string{"go.mod": goMod}, map[string]string{"a.go": "package main\n\nfunc main() {}\n"})
+	r, err = Run(context.Background(), Options{GitDir: fx.gitDir, Base: fx.base, Head: fx.head, Config: offline(), Sandbox: &SandboxRunner{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Result != Pass {
+		t.Errorf("clean change with gosec: result %s, findings %+v", r.Result, r.Findings)
 	}
 }
