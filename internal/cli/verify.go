@@ -33,7 +33,10 @@ dangerous files (hooks, CI, agent settings, install scripts), dependency
 review (policy, a local OSV database, typosquats), quality metrics and
 static analysis. It writes the report to the session directory as
 verify.json, records its SHA-256 in the audit log, prints a summary, and
-exits 0 on pass, 1 on fail, 3 on needs-review. Progress goes to stderr.`,
+exits 0 on pass, 1 on fail, 3 on needs-review. Progress goes to stderr.
+The gate's settings come from gates.verify in the policy the session ran
+under; if that file changed since, verify stops unless --policy names the
+file to use.`,
 		"    enclave verify last\n    enclave verify --osv ~/osv-db --json last")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of the summary")
 	osv := fs.String("osv", "", "directory or .zip of OSV JSON entries to check dependencies against (overrides gates.verify.osv)")
