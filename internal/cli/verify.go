@@ -152,18 +152,18 @@ func sessionPolicy(s *store.Session, explicit string) (*policy.Policy, error) {
 		}
 		return p, nil
 	}
-	var p *policy.Policy
 	if s.PolicySource == "" || s.PolicySource == policy.SourceBuiltin {
-		p = policy.Default()
-	} else {
-		src := s.PolicySource
-		if !filepath.IsAbs(src) {
-			src = filepath.Join(s.Dir, src)
-		}
-		var err error
-		if p, err = policy.LoadFor(s.Dir, src); err != nil {
-			return nil, fmt.Errorf("load the policy of session %s: %w", s.ID, err)
-		}
+		// The built-in defaults are this binary's; an upgrade may change
+		// their text (and hash) but never adds an allow rule.
+		return policy.Default(), nil
+	}
+	src := s.PolicySource
+	if !filepath.IsAbs(src) {
+		src = filepath.Join(s.Dir, src)
+	}
+	p, err := policy.LoadFor(s.Dir, src)
+	if err != nil {
+		return nil, fmt.Errorf("load the policy of session %s: %w", s.ID, err)
 	}
 	if s.PolicyHash != "" && p.Hash != s.PolicyHash {
 		return nil, fmt.Errorf("policy %s changed since session %s started (sha256 %.12s, recorded %.12s); verify with --policy %s to use the edited policy", p.Source, s.ID, p.Hash, s.PolicyHash, p.Source)
