@@ -83,18 +83,11 @@ ed25519 SSH key) and adds its public half to the allowed signers file.
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("review takes one SESSION")
-	}
-	st, err := e.openState(ctx)
+	st, s, err := e.sessionArg(ctx, fs, true)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	who := e.principal()
 	r := e.reviewer(st)
 	c, err := r.Open(ctx, s)
@@ -402,18 +395,11 @@ approvals sufficient also merges (as enclave merge, in your name).`, "    enclav
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("approve takes one SESSION")
-	}
-	st, err := e.openState(ctx)
+	st, s, err := e.sessionArg(ctx, fs, true)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	who := e.principal()
 	signer := func() (*review.Signer, error) { return e.signer(st.dir, who.ID) }
 	r := e.reviewer(st)
@@ -492,18 +478,11 @@ approvals as a git note on refs/notes/enclave. Running it again is a no-op.`, " 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usagef("merge takes one SESSION")
-	}
-	st, err := e.openState(ctx)
+	st, s, err := e.sessionArg(ctx, fs, true)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	who := e.principal()
 	_, res, err := e.reviewer(st).Merge(ctx, who, s)
 	if err != nil {
