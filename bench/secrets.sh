@@ -193,18 +193,28 @@ t0=$(date +%s%N)
 (cd "$repo/internal/verify" && ENCLAVE_SECRET_CORPUS="$work/corpus" ENCLAVE_SECRET_OUT="$work/enclave.tsv" \
 	"$work/verify.test" -test.run '^TestSecretCorpusScan$' -test.count=1 >/dev/null)
 t1=$(date +%s%N)
+# The same scanner with gitleaks' own rule file (from the module cache).
+glrules="$(go env GOMODCACHE)/github.com/zricethezav/gitleaks/v8@$GITLEAKS_VERSION/config/gitleaks.toml"
+if [ -f "$glrules" ]; then
+	(cd "$repo/internal/verify" && ENCLAVE_SECRET_RULES="$glrules" ENCLAVE_SECRET_CORPUS="$work/corpus" ENCLAVE_SECRET_OUT="$work/enclave-glrules.tsv" \
+		"$work/verify.test" -test.run '^TestSecretCorpusScan$' -test.count=1 >/dev/null)
+else
+	: > "$work/enclave-glrules.tsv"
+	echo "# no $glrules: the enclave+gitleaks-rules row is empty" >&2
+fi
+t1b=$(date +%s%N)
 "$GITLEAKS" dir --no-banner --log-level error --exit-code 0 --report-format json --report-path "$work/gitleaks.json" "$work/corpus" >&2
 t2=$(date +%s%N)
 
-python3 - "$work/corpus" "$work/labels" "$work/enclave.tsv" "$work/gitleaks.json" $(( (t1 - t0) / 1000000 )) $(( (t2 - t1) / 1000000 )) <<'PY'
+python3 - "$work/corpus" "$work/labels" "$work/enclave.tsv" "$work/gitleaks.json" $(( (t1 - t0) / 1000000 )) $(( (t2 - t1b) / 1000000 )) "$work/enclave-glrules.tsv" $(( (t1b - t1) / 1000000 )) <<'PY'
 import json, os, sys
-corpus, labels, enc, gl, tenc, tgl = sys.argv[1:7]
+corpus, labels, enc, gl, tenc, tgl, encgl, tencgl = sys.argv[1:9]
 lab = {}
 for l in open(labels):
     if l.strip():
         f, n, k = l.rstrip("\n").split("\t")
         lab[(f, int(n))] = k
-def enclave():
+def enclave(enc=enc):
     s = set()
     for l in open(enc):
         if l.strip():
@@ -219,20 +229,21 @@ def gitleaks():
             f = os.path.relpath("/" + f, corpus)
         s.add((f, x["StartLine"]))
     return s
-res = {"enclave": (enclave(), tenc), "gitleaks": (gitleaks(), tgl)}
-print("%-9s %4s %4s %4s %9s %7s %8s" % ("scanner", "TP", "FP", "FN", "precision", "recall", "wall ms"))
+res = {"enclave": (enclave(), tenc), "gitleaks": (gitleaks(), tgl), "enclave+gl": (enclave(encgl), tencgl)}
+print("# enclave+gl: enclave's scanner loading gitleaks' own rule file")
+print("%-10s %4s %4s %4s %9s %7s %8s" % ("scanner", "TP", "FP", "FN", "precision", "recall", "wall ms"))
 for name, (got, ms) in res.items():
     tp = len(got & lab.keys()); fp = len(got - lab.keys()); fn = len(lab.keys() - got)
     prec = tp / (tp + fp) if tp + fp else 0.0
-    print("%-9s %4d %4d %4d %9.3f %7.3f %8s" % (name, tp, fp, fn, prec, tp / len(lab), ms))
+    print("%-10s %4d %4d %4d %9.3f %7.3f %8s" % (name, tp, fp, fn, prec, tp / len(lab), ms))
 for title, sel in (("tuned kinds (a vendor or generic rule in rules.toml)", lambda k: not k.startswith("heldout-")), ("held-out kinds (no vendor rule in rules.toml)", lambda k: k.startswith("heldout-"))):
     keys = {x for x, v in lab.items() if sel(v)}
-    print("\n# recall on %s, %d secrets: enclave %.3f, gitleaks %.3f" % (title, len(keys), len(keys & res["enclave"][0]) / len(keys), len(keys & res["gitleaks"][0]) / len(keys)))
+    print("\n# recall on %s, %d secrets: enclave %.3f, gitleaks %.3f, enclave+gl %.3f" % (title, len(keys), len(keys & res["enclave"][0]) / len(keys), len(keys & res["gitleaks"][0]) / len(keys), len(keys & res["enclave+gl"][0]) / len(keys)))
 kinds = sorted(set(lab.values()))
-print("\n# recall by kind (found of 3): enclave / gitleaks")
+print("\n# recall by kind (found of 3): enclave / gitleaks / enclave+gl")
 for k in kinds:
     keys = [x for x, v in lab.items() if v == k]
-    print("%-22s %d / %d" % (k, sum(x in res["enclave"][0] for x in keys), sum(x in res["gitleaks"][0] for x in keys)))
+    print("%-22s %d / %d / %d" % (k, sum(x in res["enclave"][0] for x in keys), sum(x in res["gitleaks"][0] for x in keys), sum(x in res["enclave+gl"][0] for x in keys)))
 for name, (got, _) in res.items():
     fps = sorted(got - lab.keys())
     print("\n# %s false positives (%d):" % (name, len(fps)))

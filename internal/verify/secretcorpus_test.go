@@ -14,14 +14,22 @@ import (
 // TestSecretCorpusScan is the entry point bench/secrets.sh uses to run
 // the secret scanner over a labelled corpus: every line of every file under
 // $ENCLAVE_SECRET_CORPUS is treated as added, and one line per finding
-// ("path<TAB>line<TAB>rule") goes to $ENCLAVE_SECRET_OUT. Skipped when the
-// variables are unset.
+// ("path<TAB>line<TAB>rule") goes to $ENCLAVE_SECRET_OUT. The rules are
+// the built-in ones, or the gitleaks-format file $ENCLAVE_SECRET_RULES.
+// Skipped when the variables are unset.
 func TestSecretCorpusScan(t *testing.T) {
 	dir, out := os.Getenv("ENCLAVE_SECRET_CORPUS"), os.Getenv("ENCLAVE_SECRET_OUT")
 	if dir == "" || out == "" {
 		t.Skip("set ENCLAVE_SECRET_CORPUS and ENCLAVE_SECRET_OUT (bench/secrets.sh does)")
 	}
-	rules, err := loadSecretRules(builtinRules)
+	src := builtinRules
+	if p := os.Getenv("ENCLAVE_SECRET_RULES"); p != "" {
+		var err error
+		if src, err = os.ReadFile(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rules, err := loadSecretRules(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,5 +130,64 @@ func TestSecretRuleSamples(t *testing.T) {
 		if strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Errorf("scanLine(%q) = %v, want %v", c.text, got, want)
 		}
+	}
+}
+
+// TestGitleaksRuleFeatures: the loader honours the gitleaks rule-file
+// features a rule set from gitleaks relies on, and leaves out (reports
+// more) the allowlists it cannot apply to one line.
+func TestGitleaksRuleFeatures(t *testing.T) {
+	src := `
+title = "t"
+minVersion = "v8.25.0"
+[allowlist]
+paths = ['''(?:^|/)vendor/''']
+[[rules]]
+id = "php-only"
+regex = '''phpkey_[a-z0-9]{12}'''
+path = '''\.php$'''
+[[rules]]
+id = "first-group"
+regex = '''(?:tok_([a-z0-9]{12})|tik_([a-z0-9]{12}))'''
+keywords = ["tok_", "tik_"]
+[[rules.allowlists]]
+regexTarget = "line"
+regexes = ['''^#\s*example''']
+[[rules.allowlists]]
+regexTarget = "match"
+regexes = ['''^tik_0{12}$''']
+[[rules.allowlists]]
+condition = "AND"
+paths = ['''_test\.go$''']
+regexes = ['''.''']
+`
+	rules, err := loadSecretRules([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ file, text, want string }{
+		{"a.php", "phpkey_abcdef012345", "php-only"},
+		{"a.go", "phpkey_abcdef012345", ""},
+		{"vendor/x/a.php", "phpkey_abcdef012345", ""},
+		{"a.go", "x = tik_abcdef012345", "first-group:abcd"},
+		{"a.go", "# example tok_abcdef012345", ""},
+		{"a.go", "tik_000000000000", ""},
+		{"a_test.go", "tok_abcdef012345", "first-group:abcd"},
+	} {
+		var got []string
+		for _, f := range scanLine(rules, c.file, line{N: 1, Text: c.text}) {
+			got = append(got, f.Rule)
+			if f.Rule == "first-group" {
+				// The redacted secret starts with the captured group,
+				// not with the whole match's tok_/tik_.
+				got[len(got)-1] += ":" + strings.TrimPrefix(f.Message, ": ")[:4]
+			}
+		}
+		if strings.Join(got, ",") != c.want {
+			t.Errorf("scanLine(%s, %q) = %v, want %q", c.file, c.text, got, c.want)
+		}
+	}
+	if _, err := loadSecretRules([]byte("[[rules]]\nid = \"x\"\nregex = 'a'\n[[rules.allowlists]]\nregexTarget = \"word\"\nregexes = ['b']\n")); err == nil {
+		t.Error("loadSecretRules(regexTarget = word) = nil error")
 	}
 }

@@ -22,12 +22,21 @@ type secretRule struct {
 	keywords        []string
 	allow           []*regexp.Regexp
 	stop            []string
+	// lineAllow and matchAllow are allowlist regexes gitleaks applies to
+	// the whole line or the whole match (regexTarget) instead of the
+	// secret.
+	lineAllow, matchAllow []*regexp.Regexp
+	// path, if set, limits the rule to files whose path matches.
+	path *regexp.Regexp
+	// skip lists global path allowlists: files never scanned.
+	skip []*regexp.Regexp
 }
 
 type ruleFile struct {
 	Allowlist struct {
 		Regexes   []string `toml:"regexes"`
 		Stopwords []string `toml:"stopwords"`
+		Paths     []string `toml:"paths"`
 	} `toml:"allowlist"`
 	Rules []struct {
 		ID          string   `toml:"id"`
@@ -38,8 +47,12 @@ type ruleFile struct {
 		Keywords    []string `toml:"keywords"`
 		Path        string   `toml:"path"`
 		Allowlists  []struct {
-			Regexes   []string `toml:"regexes"`
-			Stopwords []string `toml:"stopwords"`
+			Regexes     []string `toml:"regexes"`
+			Stopwords   []string `toml:"stopwords"`
+			RegexTarget string   `toml:"regexTarget"`
+			Condition   string   `toml:"condition"`
+			Paths       []string `toml:"paths"`
+			Description string   `toml:"description"`
 		} `toml:"allowlists"`
 	} `toml:"rules"`
 }
@@ -69,6 +82,14 @@ func loadSecretRules(src []byte) ([]*secretRule, error) {
 		}
 		global = append(global, re)
 	}
+	var skip []*regexp.Regexp
+	for _, s := range f.Allowlist.Paths {
+		re, err := regexp.Compile(s)
+		if err != nil {
+			return nil, fmt.Errorf("secret rules: allowlist path %q: %w", s, err)
+		}
+		skip = append(skip, re)
+	}
 	var out []*secretRule
 	seen := map[string]bool{}
 	for i, r := range f.Rules {
@@ -87,17 +108,41 @@ func loadSecretRules(src []byte) ([]*secretRule, error) {
 		if r.SecretGroup < 0 || r.SecretGroup > re.NumSubexp() {
 			return nil, fmt.Errorf("secret rules: rule %q: secretGroup %d but the regex has %d groups", r.ID, r.SecretGroup, re.NumSubexp())
 		}
-		sr := &secretRule{id: r.ID, description: r.Description, re: re, group: r.SecretGroup, entropy: r.Entropy, allow: global, stop: f.Allowlist.Stopwords}
+		sr := &secretRule{id: r.ID, description: r.Description, re: re, group: r.SecretGroup, entropy: r.Entropy, allow: global, stop: f.Allowlist.Stopwords, skip: skip}
+		if r.Path != "" {
+			if sr.path, err = regexp.Compile(r.Path); err != nil {
+				return nil, fmt.Errorf("secret rules: rule %q: path %q: %w", r.ID, r.Path, err)
+			}
+		}
+		if r.SecretGroup == 0 && re.NumSubexp() > 0 {
+			sr.group = -1 // the first group that matched, as gitleaks does
+		}
 		for _, k := range r.Keywords {
 			sr.keywords = append(sr.keywords, strings.ToLower(k))
 		}
 		for _, al := range r.Allowlists {
+			// An allowlist that holds only when several conditions meet
+			// (condition AND) or that names paths cannot be applied to a
+			// single line faithfully here: it is left out, so the rule
+			// reports more, never less.
+			if strings.EqualFold(al.Condition, "AND") || len(al.Paths) > 0 {
+				continue
+			}
 			for _, s := range al.Regexes {
 				are, err := regexp.Compile(s)
 				if err != nil {
 					return nil, fmt.Errorf("secret rules: rule %q: allowlist regex %q: %w", r.ID, s, err)
 				}
-				sr.allow = append(sr.allow, are)
+				switch al.RegexTarget {
+				case "", "secret":
+					sr.allow = append(sr.allow, are)
+				case "line":
+					sr.lineAllow = append(sr.lineAllow, are)
+				case "match":
+					sr.matchAllow = append(sr.matchAllow, are)
+				default:
+					return nil, fmt.Errorf("secret rules: rule %q: regexTarget %q is not secret, match or line", r.ID, al.RegexTarget)
+				}
 			}
 			sr.stop = append(sr.stop, al.Stopwords...)
 		}
@@ -143,12 +188,28 @@ func scanLine(rules []*secretRule, file string, l line) []Finding {
 			if len(r.keywords) > 0 && !containsAny(lower, r.keywords) {
 				continue
 			}
+			if !r.applies(file) {
+				continue
+			}
 			for _, m := range r.re.FindAllStringSubmatchIndex(win, -1) {
-				s := win[m[2*r.group]:m[2*r.group+1]]
+				g := r.group
+				if g < 0 {
+					g = 0
+					for i := 1; 2*i+1 < len(m); i++ {
+						if m[2*i] >= 0 && m[2*i+1] > m[2*i] {
+							g = i
+							break
+						}
+					}
+				}
+				if m[2*g] < 0 {
+					continue
+				}
+				s := win[m[2*g]:m[2*g+1]]
 				if r.entropy > 0 && entropy(s) < r.entropy {
 					continue
 				}
-				if r.allowed(s) {
+				if r.allowed(s) || anyMatch(r.matchAllow, win[m[0]:m[1]]) || anyMatch(r.lineAllow, text) {
 					continue
 				}
 				out = append(out, Finding{Check: CheckSecrets, Rule: r.id, File: file, Line: l.N,
@@ -161,6 +222,24 @@ func scanLine(rules []*secretRule, file string, l line) []Finding {
 		}
 	}
 	return dedupe(out)
+}
+
+// applies reports whether the rule scans file: not on a global path
+// allowlist, and within the rule's path if it has one.
+func (r *secretRule) applies(file string) bool {
+	if anyMatch(r.skip, file) {
+		return false
+	}
+	return r.path == nil || r.path.MatchString(file)
+}
+
+func anyMatch(res []*regexp.Regexp, s string) bool {
+	for _, re := range res {
+		if re.MatchString(s) {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *secretRule) allowed(s string) bool {
