@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -74,6 +75,11 @@ file to use.`,
 		return err
 	}
 	cfg := verifyConfig(pol.Gates.Verify)
+	if p := pol.Gates.Verify.SecretRules; p != "" {
+		if cfg.SecretRules, err = readSecretRules(p); err != nil {
+			return err
+		}
+	}
 	if *osv != "" {
 		cfg.OSV = *osv
 	}
@@ -203,4 +209,22 @@ func verifyConfig(g policy.VerifyGate) verify.Config {
 		c.Allow = append(c.Allow, verify.AllowRule{Check: a.Check, Rule: a.Rule, Path: a.Path, Fingerprint: a.Fingerprint, Reason: a.Reason})
 	}
 	return c
+}
+
+// readSecretRules reads the policy's secret rule file (at most 8 MiB; a
+// rule file is ~100 KiB).
+func readSecretRules(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("read gates.verify.secret_rules %q: %w", p, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, 8<<20+1))
+	if err != nil {
+		return nil, fmt.Errorf("read gates.verify.secret_rules %q: %w", p, err)
+	}
+	if len(data) > 8<<20 {
+		return nil, fmt.Errorf("read gates.verify.secret_rules %q: larger than 8 MiB", p)
+	}
+	return data, nil
 }

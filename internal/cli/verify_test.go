@@ -126,3 +126,40 @@ gates:
 		t.Errorf("sessionPolicy(built-in) = %v, %v", p, err)
 	}
 }
+
+// gates.verify.secret_rules replaces the built-in secret rules with the
+// named gitleaks-format file.
+func TestVerifySecretRulesFile(t *testing.T) {
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "rules.toml")
+	os.WriteFile(rules, []byte("[[rules]]\nid = \"house-token\"\nregex = '''house_[a-z0-9]{16}'''\n"), 0o644)
+	p, err := policy.Parse("enclave.yaml", []byte("version: 1\ngates:\n  verify:\n    checks: {tests: \"off\", static: \"off\"}\n    secret_rules: "+rules+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := readSecretRules(p.Gates.Verify.SecretRules)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := t.TempDir()
+	gitVerifyT(t, repo, "init", "-q", "-b", "main")
+	os.WriteFile(filepath.Join(repo, "a.txt"), []byte("x\n"), 0o644)
+	gitVerifyT(t, repo, "add", "-A")
+	gitVerifyT(t, repo, "commit", "-q", "-m", "base")
+	base := gitVerifyT(t, repo, "rev-parse", "HEAD")
+	os.WriteFile(filepath.Join(repo, "a.txt"), []byte("x\nk = house_0123456789abcdef\n"), 0o644)
+	gitVerifyT(t, repo, "commit", "-q", "-am", "head")
+	head := gitVerifyT(t, repo, "rev-parse", "HEAD")
+	cfg := verifyConfig(p.Gates.Verify)
+	cfg.SecretRules = data
+	rep, err := verify.Run(context.Background(), verify.Options{GitDir: filepath.Join(repo, ".git"), Base: base, Head: head, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Findings) != 1 || rep.Findings[0].Rule != "house-token" || rep.Findings[0].Line != 2 {
+		t.Errorf("findings = %+v, want house-token on a.txt:2", rep.Findings)
+	}
+	if _, err := readSecretRules(filepath.Join(dir, "missing.toml")); err == nil || !strings.Contains(err.Error(), "gates.verify.secret_rules") {
+		t.Errorf("readSecretRules(missing) = %v, want an error naming the setting", err)
+	}
+}

@@ -38,6 +38,10 @@ type VerifyGate struct {
 	// OSV is an absolute host path of a directory or .zip of OSV entries;
 	// "" skips the vulnerability lookup.
 	OSV string
+	// SecretRules is an absolute host path of a gitleaks-format rule file
+	// (for example gitleaks' own) that replaces the built-in secret rules;
+	// "" keeps them.
+	SecretRules string
 	// TestCommand is the test command as argv; empty means detected.
 	TestCommand []string
 	// TestTimeout and TestMemory limit the test run; 0 means the gate's
@@ -278,6 +282,15 @@ func (d *decoder) gates(n *yaml.Node) Gates {
 				d.fail(o, f+".osv", pr)
 			}
 			vg.OSV = p
+		}
+	}
+	if o, ok := vm["secret_rules"]; ok {
+		if s, ok := d.str(o, f+".secret_rules"); ok {
+			p, pr := hostPath(s, d.home, d.homeErr)
+			if pr != nil {
+				d.fail(o, f+".secret_rules", pr)
+			}
+			vg.SecretRules = p
 		}
 	}
 	if t, ok := vm["test_command"]; ok {

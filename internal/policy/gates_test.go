@@ -23,6 +23,7 @@ gates:
       deny: [npm:event-stream]
       needs_approval: ["*"]
     osv: ~/osv
+    secret_rules: /etc/enclave/rules.toml
     test_command: [make, check]
     test_timeout: 90s
     test_memory: 1GiB
@@ -43,6 +44,7 @@ gates:
 		DepsDeny:          []string{"npm:event-stream"},
 		DepsNeedsApproval: []string{"*"},
 		OSV:               testHome + "/osv",
+		SecretRules:       "/etc/enclave/rules.toml",
 		TestCommand:       []string{"make", "check"},
 		TestTimeout:       90 * time.Second,
 		TestMemory:        1 << 30,
