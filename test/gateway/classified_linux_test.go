@@ -201,8 +201,13 @@ func TestRestrictedExcerptRefused(t *testing.T) {
 				}
 				n++
 				for _, h := range c.Classification {
+					// The span must point at what was read (lines 1-30). It
+					// may reach past it: fingerprints of Claude's
+					// line-numbered Read output have been seen to match
+					// 8-38 for an excerpt of 1-30 (the span is evidence for
+					// a reviewer, the refusal is the control).
 					if h.Path == "secret/ledger.go" && h.Level == "restricted" && h.Action == "blocked" &&
-						h.StartLine >= 1 && h.EndLine <= 30 && h.EndLine > h.StartLine {
+						h.StartLine >= 1 && h.StartLine <= 30 && h.EndLine > h.StartLine && h.EndLine <= 40 {
 						refused = true
 					}
 				}
@@ -212,7 +217,7 @@ func TestRestrictedExcerptRefused(t *testing.T) {
 			}
 			t.Logf("%s: %d requests refused for classified content (the agent's own retries)", a.name, n)
 			if !refused {
-				t.Errorf("no refused model.call with a blocked restricted hit on secret/ledger.go within lines 1-30: %+v", classCalls(t, evs))
+				t.Errorf("no refused model.call with a blocked restricted hit on secret/ledger.go overlapping lines 1-30: %+v", classCalls(t, evs))
 			}
 
 			d := dataFlow(t, e, r)
