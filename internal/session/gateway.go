@@ -32,7 +32,7 @@ import (
 
 // GatewayAddr is where the agent reaches the model gateway inside the
 // sandbox.
-const GatewayAddr = "127.0.0.1:8787"
+const GatewayAddr = "127.0.0.2:8787"
 
 // Bounds of the classified-file walk at session start: a workspace larger
 // than this is fingerprinted up to the bound and the record says so.

@@ -193,6 +193,10 @@ func TestSandboxEnvHoldsTokenNotKey(t *testing.T) {
 		"ANTHROPIC_API_KEY":  g.sess.Token(),
 		"ANTHROPIC_BASE_URL": "http://" + GatewayAddr + "/anthropic",
 		"OPENAI_BASE_URL":    "http://" + GatewayAddr + "/openai/v1",
+		// Only the gateway bypasses the proxy: a policy rule for a
+		// loopback test server must still go through it.
+		"NO_PROXY": "127.0.0.2",
+		"no_proxy": "127.0.0.2",
 	} {
 		if env[k] != want {
 			t.Errorf("sandbox env %s = %q, want %q", k, env[k], want)

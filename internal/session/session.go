@@ -445,10 +445,13 @@ func sandboxConfig(o Options, ws *workspace.Workspace, rec *recorder, log *slog.
 		}
 		listeners = append(listeners, sandbox.ListenSpec{Network: "tcp", Addr: GatewayAddr})
 		// The gateway is on the sandbox's own loopback: clients must not
-		// send it through the egress proxy (which would refuse it). The
-		// sandbox's loopback holds nothing of the host, so this opens no
-		// route out.
-		env = setEnv(env, "NO_PROXY=127.0.0.1,localhost,::1", "no_proxy=127.0.0.1,localhost,::1")
+		// send it through the egress proxy (which would refuse it). It has
+		// an address of its own so that NO_PROXY names only it: a policy
+		// rule allowing a loopback host (a local test server) still goes
+		// through the proxy. The sandbox's loopback holds nothing of the
+		// host, so this opens no route out.
+		host := strings.Split(GatewayAddr, ":")[0]
+		env = setEnv(env, "NO_PROXY="+host, "no_proxy="+host)
 	}
 	for _, kv := range o.Env {
 		name, _, _ := strings.Cut(kv, "=")
