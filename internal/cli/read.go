@@ -280,16 +280,9 @@ agent's git configuration). SESSION is an id, a unique part of one, or "last".`,
 		return err
 	}
 	defer st.Close()
-	ws, err := workspace.Open(filepath.Join(st.dir, "sessions", s.ID), nil)
+	c, err := st.sessionChange(s)
 	if err != nil {
-		return fmt.Errorf("open workspace of %s: %w", s.ID, err)
-	}
-	c, err := ws.LastChange()
-	if err != nil {
-		if s.State == store.StateRunning {
-			return fmt.Errorf("session %s is still running; its change is recorded when the agent exits", s.ID)
-		}
-		return fmt.Errorf("change of %s: %w", s.ID, err)
+		return err
 	}
 	switch {
 	case *jsonOut:
@@ -387,6 +380,13 @@ func (e *Env) sessionArg(ctx context.Context, fs *flagSet, write bool) (*state, 
 	if fs.NArg() != 1 {
 		return nil, nil, usagef("%s takes one SESSION", fs.Name())
 	}
+	return e.openSession(ctx, fs.Arg(0), write)
+}
+
+// openSession opens the state (for writing when write is set) and resolves
+// the session named by arg ("last", an id or a unique part of one); the
+// caller closes the state.
+func (e *Env) openSession(ctx context.Context, arg string, write bool) (*state, *store.Session, error) {
 	open := e.openStore
 	if write {
 		open = e.openState
@@ -395,10 +395,27 @@ func (e *Env) sessionArg(ctx context.Context, fs *flagSet, write bool) (*state, 
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	s, err := resolveSession(ctx, st.store, arg)
 	if err != nil {
 		st.Close()
 		return nil, nil, err
 	}
 	return st, s, nil
+}
+
+// sessionChange is what session s changed, as recorded when its agent
+// exited.
+func (st *state) sessionChange(s *store.Session) (*workspace.Change, error) {
+	ws, err := workspace.Open(filepath.Join(st.dir, "sessions", s.ID), nil)
+	if err != nil {
+		return nil, fmt.Errorf("open workspace of %s: %w", s.ID, err)
+	}
+	c, err := ws.LastChange()
+	if err != nil {
+		if s.State == store.StateRunning {
+			return nil, fmt.Errorf("session %s is still running; its change is recorded when the agent exits", s.ID)
+		}
+		return nil, fmt.Errorf("change of %s: %w", s.ID, err)
+	}
+	return c, nil
 }

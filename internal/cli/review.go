@@ -364,15 +364,11 @@ approvals exist.`, "    enclave review tier last sensitive --task \"rotate sessi
 	if fs.NArg() != 2 {
 		return usagef("review tier takes SESSION and TIER")
 	}
-	st, err := e.openState(ctx)
+	st, s, err := e.openSession(ctx, fs.Arg(0), true)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	c, err := e.reviewer(st).SetTier(ctx, e.principal(), s, fs.Arg(1), *task)
 	if err != nil {
 		return err
@@ -447,15 +443,11 @@ func (e *Env) rejectCmd(ctx context.Context, args []string) error {
 	if strings.TrimSpace(*reason) == "" {
 		return usagef("reject needs a reason: -m REASON")
 	}
-	st, err := e.openState(ctx)
+	st, s, err := e.openSession(ctx, fs.Arg(0), true)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
-	if err != nil {
-		return err
-	}
 	who := e.principal()
 	c, err := e.reviewer(st).Reject(ctx, who, s, *reason)
 	if err != nil {

@@ -49,26 +49,15 @@ file to use.`,
 	if fs.NArg() != 1 {
 		return usagef("verify takes one SESSION")
 	}
-	st, err := e.openState(ctx)
+	st, s, err := e.openSession(ctx, fs.Arg(0), true)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	s, err := resolveSession(ctx, st.store, fs.Arg(0))
+	dir := filepath.Join(st.dir, "sessions", s.ID)
+	c, err := st.sessionChange(s)
 	if err != nil {
 		return err
-	}
-	dir := filepath.Join(st.dir, "sessions", s.ID)
-	ws, err := workspace.Open(dir, nil)
-	if err != nil {
-		return fmt.Errorf("open workspace of %s: %w", s.ID, err)
-	}
-	c, err := ws.LastChange()
-	if err != nil {
-		if s.State == store.StateRunning {
-			return fmt.Errorf("session %s is still running; verify it after the agent exits", s.ID)
-		}
-		return fmt.Errorf("change of %s: %w", s.ID, err)
 	}
 	pol, err := sessionPolicy(s, *polPath)
 	if err != nil {
