@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/enclave-dev/enclave/internal/cli"
+	"github.com/enclave-dev/enclave/internal/enclavetest"
 	"github.com/enclave-dev/enclave/internal/sandbox"
 )
 
@@ -173,82 +173,13 @@ type testEnv struct {
 
 func setup(t *testing.T) *testEnv {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("real agent CLIs take a few seconds each; skipped in -short")
-	}
-	harness := os.Getenv("ENCLAVE_REALCLIENTS")
-	if harness == "" {
-		root, err := repoRoot()
-		if err != nil {
-			t.Skipf("cannot find the repository root to locate ../shared/realclients: %v", err)
-		}
-		harness = filepath.Join(root, "..", "shared", "realclients")
-	}
-	if _, err := os.Stat(filepath.Join(harness, "run-claude.sh")); err != nil {
-		t.Skipf("real-agent harness not found at %s (set ENCLAVE_REALCLIENTS): %v", harness, err)
-	}
-	for _, tool := range []string{"bash", "python3", "npm", "node", "timeout"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the harness needs %s: %v", tool, err)
-		}
-	}
-	if r := sandbox.Probe(); !r.OK() {
-		t.Skipf("this machine lacks a sandbox layer enclave needs: %+v", r.Layers)
-	}
-	bin := t.TempDir()
+	harness := enclavetest.RealClients(t)
 	enclave := os.Getenv("ENCLAVE_E2E_BIN")
 	if enclave == "" {
-		enclave = filepath.Join(bin, "enclave")
-		self, err := os.Executable()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := copyFile(self, enclave, 0o755); err != nil {
-			t.Fatalf("install this test binary as enclave: %v", err)
-		}
+		enclave = enclavetest.InstallSelf(t, t.TempDir())
 	}
 	return &testEnv{harness: harness, enclave: enclave}
 }
-
-// repoRoot finds the enclosing checkout of this module from the working
-// directory (go test runs in the package directory).
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(data, []byte("module github.com/enclave-dev/enclave\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of github.com/enclave-dev/enclave above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func copyFile(from, to string, mode os.FileMode) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-// shq quotes s for a POSIX shell.
-func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // runHarness runs one scenario of one agent. wrapped=false runs the agent
 // bare (the control).
@@ -294,7 +225,7 @@ func (e *testEnv) runHarness(t *testing.T, a agent, scenario string, wrapped boo
 		// /tmp by default), mounted read-only at the same path inside, so
 		// the harness's agent path works unchanged.
 		wrap := strings.Join([]string{
-			shq(e.enclave), "run", "--gateway", "off",
+			enclavetest.ShellQuote(e.enclave), "run", "--gateway", "off",
 			`--allow-host "127.0.0.1:$MODEL_PORT"`,
 			`--ro "$RC_CACHE"`,
 			a.args, "--",

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/enclave-dev/enclave/internal/enclavetest"
 	"github.com/enclave-dev/enclave/internal/session"
 )
 
@@ -98,7 +99,7 @@ func writeFile(t *testing.T, name, content string) string {
 // tmpl with @MODEL_PORT@ replaced by the fake model's port, which the
 // harness learns only after starting it (WRAP is expanded then).
 func policyArgs(tmpl string) string {
-	return `--policy "$(sed "s/@MODEL_PORT@/$MODEL_PORT/g" ` + shq(tmpl) + ` >"$RUN_DIR/policy.yaml" && echo "$RUN_DIR/policy.yaml")"`
+	return `--policy "$(sed "s/@MODEL_PORT@/$MODEL_PORT/g" ` + enclavetest.ShellQuote(tmpl) + ` >"$RUN_DIR/policy.yaml" && echo "$RUN_DIR/policy.yaml")"`
 }
 
 // agentOutput is what the agent printed, stdout and stderr.
@@ -179,7 +180,7 @@ func TestRestrictedExcerptRefused(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tag := randomTag(t)
 			src := restrictedSource(tag)
-			r := e.runHarness(t, a, scenario, map[string]string{"secret/ledger.go": src}, "--policy "+shq(pol))
+			r := e.runHarness(t, a, scenario, map[string]string{"secret/ledger.go": src}, "--policy "+enclavetest.ShellQuote(pol))
 			if r.rep.TurnsServed != 1 {
 				t.Errorf("turns served = %d, want 1 (the read is served, the request carrying its result is not)", r.rep.TurnsServed)
 			}
@@ -349,7 +350,7 @@ func TestRestrictedExcerptRedacted(t *testing.T) {
 	for _, a := range agents[:2] {
 		t.Run(a.name, func(t *testing.T) {
 			tag := randomTag(t)
-			r := e.runHarness(t, a, scenario, map[string]string{"secret/ledger.go": restrictedSource(tag)}, "--policy "+shq(pol))
+			r := e.runHarness(t, a, scenario, map[string]string{"secret/ledger.go": restrictedSource(tag)}, "--policy "+enclavetest.ShellQuote(pol))
 			if r.rep.AgentExitCode != 0 || r.rep.TurnsServed != 2 {
 				t.Errorf("agent exit %d, turns served %d; want 0 and 2 (the redacted request goes on)", r.rep.AgentExitCode, r.rep.TurnsServed)
 			}

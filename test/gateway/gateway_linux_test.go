@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/enclave-dev/enclave/internal/cli"
+	"github.com/enclave-dev/enclave/internal/enclavetest"
 	"github.com/enclave-dev/enclave/internal/sandbox"
 	"github.com/enclave-dev/enclave/internal/session"
 )
@@ -84,81 +84,16 @@ type run struct {
 
 func setup(t *testing.T) *testEnv {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("real agent CLIs take seconds each; skipped in -short")
-	}
-	harness := os.Getenv("ENCLAVE_REALCLIENTS")
-	if harness == "" {
-		root, err := repoRoot()
-		if err != nil {
-			t.Skipf("cannot find the repository root to locate ../shared/realclients: %v", err)
-		}
-		harness = filepath.Join(root, "..", "shared", "realclients")
-	}
-	if _, err := os.Stat(filepath.Join(harness, "run-claude.sh")); err != nil {
-		t.Skipf("real-agent harness not found at %s (set ENCLAVE_REALCLIENTS): %v", harness, err)
-	}
-	for _, tool := range []string{"bash", "python3", "npm", "node", "timeout", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("the harness needs %s: %v", tool, err)
-		}
-	}
-	if r := sandbox.Probe(); !r.OK() {
-		t.Skipf("this machine lacks a sandbox layer enclave needs: %+v", r.Layers)
-	}
+	harness := enclavetest.RealClients(t, "curl")
 	bin := t.TempDir()
-	enclave := filepath.Join(bin, "enclave")
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := copyFile(self, enclave, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	enclave := enclavetest.InstallSelf(t, bin)
 	src, _ := filepath.Abs(filepath.Join("testdata", "rcmap.sh"))
 	wrap := filepath.Join(bin, "rcmap.sh")
-	if err := copyFile(src, wrap, 0o755); err != nil {
+	if err := enclavetest.CopyFile(src, wrap, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return &testEnv{harness: harness, enclave: enclave, wrap: wrap}
 }
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.HasPrefix(data, []byte("module github.com/enclave-dev/enclave\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of github.com/enclave-dev/enclave above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func copyFile(from, to string, mode os.FileMode) error {
-	in, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // runHarness runs one scenario of one agent inside enclave run. files are
 // planted in the harness's work directory (the user's checkout) first.
@@ -177,7 +112,7 @@ func (e *testEnv) runHarness(t *testing.T, a agent, scenario string, files map[s
 		}
 	}
 	wrap := strings.Join([]string{
-		shq(e.wrap), `"$RC_CACHE"`, rcInside, shq(e.enclave), "run",
+		enclavetest.ShellQuote(e.wrap), `"$RC_CACHE"`, rcInside, enclavetest.ShellQuote(e.enclave), "run",
 		`--ro "$RC_CACHE:` + rcInside + `"`, enclaveArgs, "--",
 	}, " ")
 	env := append(os.Environ(), "CHECK=0", "KEEP=1", "RUN_DIR="+r.dir, "AGENT_TIMEOUT=150",
