@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,14 +183,18 @@ type fileChange struct {
 	Path    string
 	OldPath string // base path it was diffed against ("" if none)
 	Status  string // added, modified, deleted
-	OldMode string
-	NewMode string
-	Binary  bool
-	Huge    bool
-	Old     []byte // base content (nil if none, binary or huge)
-	New     []byte // head content
-	Added   []line
-	Deleted []line
+	// Similarity is the percentage of content an added file shares with
+	// the deleted file it was paired with (100 for identical content, 0
+	// when it was not paired or paired by name alone).
+	Similarity int
+	OldMode    string
+	NewMode    string
+	Binary     bool
+	Huge       bool
+	Old        []byte // base content (nil if none, binary or huge)
+	New        []byte // head content
+	Added      []line
+	Deleted    []line
 }
 
 func (f *fileChange) isSymlink() bool { return f.NewMode == "120000" }
@@ -267,37 +270,7 @@ func loadChange(ctx context.Context, r *repo, base, head string, cfg Config) (*c
 			deleted = append(deleted, p)
 		}
 	}
-	// Pair an added file with a deleted one of the same content, or else
-	// of the same base name, so that a rename does not count its whole
-	// content as added.
-	byID := map[string]string{}
-	byName := map[string]string{}
-	for _, p := range deleted {
-		byID[bt[p].id] = p
-		byName[path.Base(p)] = p
-	}
-	// A paired old path is a rename, not also a deletion (which would
-	// count its lines twice and call a moved test deleted), except a test
-	// paired by name alone: its content changed, so whether the tests
-	// survived is for a human to see.
-	renamed := map[string]bool{}
-	for _, p := range added {
-		fc := &fileChange{Path: p, Status: "added", NewMode: ht[p].mode}
-		if old, ok := byID[ht[p].id]; ok && !renamed[old] {
-			fc.OldPath, fc.OldMode = old, bt[old].mode
-			renamed[old] = true
-		} else if old, ok := byName[path.Base(p)]; ok && !renamed[old] {
-			fc.OldPath, fc.OldMode = old, bt[old].mode
-			renamed[old] = !isTestSource(old)
-		}
-		c.files = append(c.files, fc)
-	}
-	for _, p := range deleted {
-		if renamed[p] {
-			continue
-		}
-		c.files = append(c.files, &fileChange{Path: p, Status: "deleted", OldMode: bt[p].mode})
-	}
+	c.pairRenames(added, deleted)
 	sortFiles(c.files)
 	for _, f := range c.files {
 		if err := c.loadContent(f); err != nil {

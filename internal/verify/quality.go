@@ -19,6 +19,7 @@ type Metrics struct {
 	LinesAdded        int     `json:"lines_added"`
 	LinesDeleted      int     `json:"lines_deleted"`
 	LinesMoved        int     `json:"lines_moved"`
+	FilesRenamed      int     `json:"files_renamed"`
 	DuplicatedLines   int     `json:"duplicated_lines"`
 	TestLinesChanged  int     `json:"test_lines_changed"`
 	CodeLinesChanged  int     `json:"code_lines_changed"`
@@ -71,6 +72,11 @@ func quality(c *changeSet, cfg Config) ([]Finding, *Metrics) {
 		m.FilesChanged++
 		m.LinesAdded += len(f.Added)
 		m.LinesDeleted += len(f.Deleted)
+		if f.Status == "added" && f.OldPath != "" && !f.Binary && !f.Huge {
+			// A renamed file's unchanged lines moved with it.
+			m.FilesRenamed++
+			m.LinesMoved += max(0, len(splitLines(f.New))-len(f.Added))
+		}
 		if isTestFile(f.Path) {
 			m.TestLinesChanged += len(f.Added) + len(f.Deleted)
 		} else {
