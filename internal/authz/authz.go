@@ -76,10 +76,21 @@ const (
 	ActionApprove = "approve"
 	ActionReject  = "reject"
 	ActionMerge   = "merge"
+	// ActionEgress is one flow through the egress proxy (resource a
+	// Host), ActionModel one model call through the gateway (resource a
+	// Model); see [Scope].
+	ActionEgress = "egress"
+	ActionModel  = "model"
 )
 
 // Actions lists every action the built-in policies know.
-var Actions = []string{ActionRun, ActionVerify, ActionReview, ActionTier, ActionApprove, ActionReject, ActionMerge}
+var Actions = []string{ActionRun, ActionVerify, ActionReview, ActionTier, ActionApprove, ActionReject, ActionMerge, ActionEgress, ActionModel}
+
+// Resource types other than Session.
+const (
+	Host  = "Host"
+	Model = "Model"
+)
 
 // ErrInvalid is wrapped by every error about a policy file or request.
 var ErrInvalid = errors.New("invalid authorisation policy")
@@ -126,9 +137,30 @@ type Request struct {
 	Principal Principal
 	Action    string
 	Resource  Resource
-	// Context values may be string, bool, int, int64, []string or
-	// map[string]any of those.
+	// Target, when set, is the resource instead of the session: a Host
+	// for egress, a Model for model calls (see [HostTarget],
+	// [ModelTarget]). Resource is then ignored.
+	Target *Target
+	// Context values may be string, bool, int, int64, []string,
+	// [Principal] (an entity reference) or map[string]any of those.
 	Context map[string]any
+}
+
+// Target is a resource that is not a session.
+type Target struct {
+	Type, ID string
+	// Attrs holds values of the types Request.Context allows.
+	Attrs map[string]any
+}
+
+func (t *Target) String() string { return t.Type + "::" + fmt.Sprintf("%q", t.ID) }
+
+// resourceName is how a decision's reason names its resource.
+func (r *Request) resourceName() string {
+	if r.Target != nil {
+		return r.Target.String()
+	}
+	return r.Resource.Session
 }
 
 // Decision is the answer.
@@ -317,16 +349,16 @@ func (e *Engine) Decide(req Request) Decision {
 		// An erroring forbid is skipped by Cedar; an allow that might only
 		// exist because a forbid failed is not an allow.
 		d.Allow = false
-		d.Reason = fmt.Sprintf("%s may not %s %s: policies failed to evaluate (%s)", req.Principal, req.Action, req.Resource.Session, strings.Join(d.Errors, "; "))
+		d.Reason = fmt.Sprintf("%s may not %s %s: policies failed to evaluate (%s)", req.Principal, req.Action, req.resourceName(), strings.Join(d.Errors, "; "))
 		return d
 	}
 	switch {
 	case d.Allow:
-		d.Reason = fmt.Sprintf("%s may %s %s (permitted by %s)", req.Principal, req.Action, req.Resource.Session, strings.Join(d.Policies, ", "))
+		d.Reason = fmt.Sprintf("%s may %s %s (permitted by %s)", req.Principal, req.Action, req.resourceName(), strings.Join(d.Policies, ", "))
 	case len(d.Policies) > 0:
-		d.Reason = fmt.Sprintf("%s may not %s %s (forbidden by %s)", req.Principal, req.Action, req.Resource.Session, strings.Join(d.Policies, ", "))
+		d.Reason = fmt.Sprintf("%s may not %s %s (forbidden by %s)", req.Principal, req.Action, req.resourceName(), strings.Join(d.Policies, ", "))
 	default:
-		d.Reason = fmt.Sprintf("%s may not %s %s (no policy permits it)", req.Principal, req.Action, req.Resource.Session)
+		d.Reason = fmt.Sprintf("%s may not %s %s (no policy permits it)", req.Principal, req.Action, req.resourceName())
 	}
 	return d
 }
@@ -336,12 +368,32 @@ func (e *Engine) build(req Request) (cedar.Request, entityPair, error) {
 	if req.Principal.Type != User && req.Principal.Type != Agent {
 		return zero, entityPair{}, fmt.Errorf("principal type %q is not User or Agent: %w", req.Principal.Type, ErrInvalid)
 	}
-	if req.Principal.ID == "" || req.Action == "" || req.Resource.Session == "" {
-		return zero, entityPair{}, fmt.Errorf("principal, action and session must be set: %w", ErrInvalid)
+	if req.Principal.ID == "" || req.Action == "" {
+		return zero, entityPair{}, fmt.Errorf("principal and action must be set: %w", ErrInvalid)
 	}
 	ctx, err := record(req.Context)
 	if err != nil {
 		return zero, entityPair{}, fmt.Errorf("context: %w", err)
+	}
+	principal := cedar.NewEntityUID(cedar.EntityType(req.Principal.Type), cedar.String(req.Principal.ID))
+	if t := req.Target; t != nil {
+		if (t.Type != Host && t.Type != Model) || t.ID == "" {
+			return zero, entityPair{}, fmt.Errorf("resource %s is not a Host or Model with an id: %w", t, ErrInvalid)
+		}
+		attrs, err := record(t.Attrs)
+		if err != nil {
+			return zero, entityPair{}, fmt.Errorf("resource attributes: %w", err)
+		}
+		res := cedar.NewEntityUID(cedar.EntityType(t.Type), cedar.String(t.ID))
+		return cedar.Request{
+			Principal: principal,
+			Action:    cedar.NewEntityUID("Action", cedar.String(req.Action)),
+			Resource:  res,
+			Context:   ctx,
+		}, entityPair{res: cedar.Entity{UID: res, Attributes: attrs}}, nil
+	}
+	if req.Resource.Session == "" {
+		return zero, entityPair{}, fmt.Errorf("principal, action and session must be set: %w", ErrInvalid)
 	}
 	r := req.Resource
 	res := cedar.NewEntityUID("Session", cedar.String(r.Session))
@@ -358,7 +410,6 @@ func (e *Engine) build(req Request) (cedar.Request, entityPair, error) {
 		"command":              cedar.String(r.Command),
 		"profile":              cedar.String(r.Profile),
 	}
-	principal := cedar.NewEntityUID(cedar.EntityType(req.Principal.Type), cedar.String(req.Principal.ID))
 	return cedar.Request{
 			Principal: principal,
 			Action:    cedar.NewEntityUID("Action", cedar.String(req.Action)),
@@ -418,6 +469,11 @@ func value(v any) (cedar.Value, error) {
 		return cedar.Long(int64(v)), nil
 	case []string:
 		return stringSet(v), nil
+	case Principal:
+		if v.Type != User && v.Type != Agent {
+			return nil, fmt.Errorf("principal type %q is not User or Agent: %w", v.Type, ErrInvalid)
+		}
+		return cedar.NewEntityUID(cedar.EntityType(v.Type), cedar.String(v.ID)), nil
 	case []any:
 		vs := make([]cedar.Value, len(v))
 		for i, x := range v {

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -62,6 +63,33 @@ type TestResource struct {
 	Agent              string   `yaml:"agent"`
 	Command            string   `yaml:"command"`
 	Profile            string   `yaml:"profile"`
+	// Host ("name:port") makes the resource a Host, for egress tests;
+	// Model ("provider/model", with Family and Clearance) a Model, for
+	// model tests. Exactly one of Session, Host and Model is set.
+	Host      string `yaml:"host"`
+	Model     string `yaml:"model"`
+	Family    string `yaml:"family"`
+	Clearance string `yaml:"clearance"`
+}
+
+// target is the Host or Model resource of a test, nil for a session.
+func (r *TestResource) target() (*Target, error) {
+	switch {
+	case r.Host != "":
+		name, port, ok := strings.Cut(r.Host, ":")
+		n, err := strconv.Atoi(port)
+		if !ok || name == "" || err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("resource.host %q is not name:port: %w", r.Host, ErrInvalid)
+		}
+		return HostTarget(name, n), nil
+	case r.Model != "":
+		provider, model, ok := strings.Cut(r.Model, "/")
+		if !ok || provider == "" || model == "" {
+			return nil, fmt.Errorf("resource.model %q is not provider/model: %w", r.Model, ErrInvalid)
+		}
+		return ModelTarget(provider, model, r.Family, r.Clearance), nil
+	}
+	return nil, nil
 }
 
 // TestResult is the outcome of one case.
@@ -115,8 +143,20 @@ func ParseTests(name string, data []byte) (*TestFile, error) {
 		if !slices.Contains(Actions, tc.Action) {
 			return nil, fmt.Errorf("%s: action %q is not one of %s: %w", where, tc.Action, strings.Join(Actions, ", "), ErrInvalid)
 		}
-		if tc.Resource.Session == "" {
-			return nil, fmt.Errorf("%s: resource.session is missing: %w", where, ErrInvalid)
+		set := 0
+		for _, v := range []string{tc.Resource.Session, tc.Resource.Host, tc.Resource.Model} {
+			if v != "" {
+				set++
+			}
+		}
+		if set == 0 {
+			return nil, fmt.Errorf("%s: resource.session is missing (or resource.host, resource.model): %w", where, ErrInvalid)
+		}
+		if set > 1 {
+			return nil, fmt.Errorf("%s: resource has more than one of session, host and model: %w", where, ErrInvalid)
+		}
+		if _, err := tc.Resource.target(); err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		if tc.Expect != "allow" && tc.Expect != "deny" {
 			return nil, fmt.Errorf("%s: expect must be allow or deny, not %q: %w", where, tc.Expect, ErrInvalid)
@@ -181,7 +221,9 @@ func (e *Engine) Run(tf *TestFile) []TestResult {
 	for _, tc := range tf.Tests {
 		p, _ := parsePrincipal(tc.Principal)
 		r := tc.Resource
+		target, _ := r.target()
 		d := e.Decide(Request{
+			Target:    target,
 			Principal: p,
 			Action:    tc.Action,
 			Resource: Resource{
