@@ -187,8 +187,9 @@ func TestClassification(t *testing.T) {
 		// A later turn with no classified content still cannot go to the
 		// weaker model.
 		status, body, _ := r.call(t, "POST", "/openai/v1/chat/completions", openaiBody("ok-1", false, "summarise our chat"), nil)
-		if status != 403 || !strings.Contains(body, "already sent restricted content") {
-			t.Errorf("weaker model after restricted content: %d %s, want 403 (sticky)", status, body)
+		// OpenAI family: 400, which Codex does not retry (see finalStatus).
+		if status != 400 || !strings.Contains(body, "already sent restricted content") {
+			t.Errorf("weaker model after restricted content: %d %s, want 400 (sticky)", status, body)
 		}
 		if status, _, _ := r.call(t, "POST", "/anthropic/v1/messages", anthropicBody("ok-1", false, "more"), nil); status != 200 {
 			t.Errorf("cleared model refused after sticky: %d", status)

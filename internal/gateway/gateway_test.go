@@ -174,7 +174,7 @@ func TestErrorShapes(t *testing.T) {
 		{"root path", "GET", "/", "", 404, []string{`not a model endpoint`}},
 		{"unsanctioned anthropic", "POST", "/anthropic/v1/messages", anthropicBody("claude-big", false, "x"), 403,
 			[]string{`permission_error`, `model \"claude-big\" is not sanctioned`, `ok-*`}},
-		{"unsanctioned openai", "POST", "/openai/v1/chat/completions", openaiBody("gpt-x", true, "x"), 403, []string{`gpt-x`, `ok-*`}},
+		{"unsanctioned openai", "POST", "/openai/v1/chat/completions", openaiBody("gpt-x", true, "x"), 400, []string{`gpt-x`, `ok-*`, `"code":"permission_denied"`}},
 		{"unsanctioned gemini", "POST", "/gemini/v1beta/models/gemini-secret:generateContent", geminiBody("x"), 403, []string{`PERMISSION_DENIED`, `gemini-secret`, `gemini-ok`}},
 		{"malformed json", "POST", "/anthropic/v1/messages", `{"model":"ok-1",`, 400, []string{`invalid_request_error`, `not valid JSON`}},
 		{"trailing json", "POST", "/openai/v1/chat/completions", `{"model":"ok-1"} {}`, 400, []string{`after the top-level value`}},
@@ -203,6 +203,9 @@ func TestErrorShapes(t *testing.T) {
 			}
 			if !json.Valid([]byte(body)) || h.Get("Content-Type") != "application/json" {
 				t.Errorf("error is not JSON: %s", body)
+			}
+			if got := h.Get("X-Should-Retry"); tt.status < 500 && got != "false" {
+				t.Errorf("X-Should-Retry = %q, want false (a refusal is final)", got)
 			}
 			if r.up.count() != n {
 				t.Errorf("upstream was contacted")
@@ -530,8 +533,8 @@ func TestBudgets(t *testing.T) {
 		r.rec.waitResult(t, i+1)
 	}
 	status, body, _ = r.call(t, "POST", "/openai/v1/chat/completions", openaiBody("ok-1", true, "x"), nil)
-	if status != 403 || !strings.Contains(body, "token budget of 30") || !strings.Contains(body, "36 used") {
-		t.Errorf("3rd call = %d %s, want 403 naming the token budget", status, body)
+	if status != 400 || !strings.Contains(body, "token budget of 30") || !strings.Contains(body, "36 used") {
+		t.Errorf("3rd call = %d %s, want 400 (OpenAI family, final) naming the token budget", status, body)
 	}
 	var last Call
 	for _, c := range r.rec.all() {

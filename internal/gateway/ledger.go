@@ -66,7 +66,8 @@ type Call struct {
 	Redactions     []Redaction `json:"redactions,omitempty"`
 	Classification []Hit       `json:"classification,omitempty"`
 
-	// Result fields.
+	// Result fields. Status is the upstream's status; on a refused
+	// decision, the status the agent was answered with.
 	Status        int           `json:"status,omitempty"`
 	RequestBytes  int64         `json:"request_bytes"`
 	ResponseBytes int64         `json:"response_bytes,omitempty"`

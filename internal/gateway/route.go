@@ -171,11 +171,39 @@ const (
 	errUnavailable
 )
 
+// finalStatus is the status a refusal is sent with, chosen so that the
+// agent's client treats it as final instead of retrying a request the
+// gateway will refuse again (each retry is another record, and another
+// copy of the refused content on the wire). What the clients do, read from
+// their behaviour through the realclients harness (test/gateway counts the
+// refused requests per user turn):
+//
+//   - Claude Code and OpenCode (Anthropic SDK, AI SDK) retry 408, 409, 429
+//     and 5xx only; 403 is final. The Stainless SDKs also honour
+//     "x-should-retry: false", which every refusal carries.
+//   - Gemini CLI retries 429 and 5xx; 403 is final.
+//   - Codex CLI retries every status it does not recognise, 403 included
+//     (request_max_retries and stream_max_retries: three attempts with the
+//     adapter's config), but treats 400 as an invalid request and gives up.
+//     OpenAI's own API answers a prompt its policy refuses with 400
+//     (invalid_prompt), so a policy refusal in the OpenAI family is a 400
+//     with code "permission_denied".
+func finalStatus(fam Family, status int) int {
+	if fam == OpenAI && status == http.StatusForbidden {
+		return http.StatusBadRequest
+	}
+	return status
+}
+
 // writeError writes e in fam's native error shape, so the agent's SDK
 // surfaces the message instead of a parse error.
 func writeError(w http.ResponseWriter, fam Family, e apiError) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Enclave-Gateway", "refused")
+	if e.status >= 400 && e.status < 500 {
+		// Stainless-generated SDKs (Anthropic, OpenAI) skip their retries.
+		w.Header().Set("X-Should-Retry", "false")
+	}
 	w.WriteHeader(e.status)
 	w.Write(errorBody(fam, e))
 }

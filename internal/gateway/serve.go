@@ -40,7 +40,8 @@ func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Family: rt.fam, Endpoint: rt.ep, Path: r.URL.Path, Model: rt.model, Stream: rt.stream,
 	}
 	refuse := func(status int, kind errKind, rule, msg string) {
-		c.Allow, c.Rule, c.Reason = false, rule, msg
+		status = finalStatus(rt.fam, status)
+		c.Allow, c.Rule, c.Reason, c.Status = false, rule, msg, status
 		if err := s.rec.Record(r.Context(), c); err != nil {
 			s.log.Error("record refusal", "err", err, "call", c.ID)
 		}

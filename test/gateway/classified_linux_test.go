@@ -216,7 +216,12 @@ func TestRestrictedExcerptRefused(t *testing.T) {
 					t.Errorf("refusal reason %q does not name the file", c.Reason)
 				}
 			}
-			t.Logf("%s: %d requests refused for classified content (the agent's own retries)", a.name, n)
+			// A refusal is final for every client (the gateway picks a
+			// status each one does not retry): the user's turn reaches the
+			// gateway once.
+			if n != 1 {
+				t.Errorf("%s: %d requests refused for classified content, want 1 (the client retried a refusal)", a.name, n)
+			}
 			if !refused {
 				t.Errorf("no refused model.call with a blocked restricted hit on secret/ledger.go overlapping lines 1-30: %+v", classCalls(t, evs))
 			}

@@ -212,6 +212,7 @@ type modelCall struct {
 	Upstream string `json:"upstream"`
 	Reason   string `json:"reason"`
 	Status   int    `json:"status"`
+	Prompt   string `json:"prompt_sha256"`
 	Redacts  []struct {
 		Rule        string `json:"rule"`
 		Placeholder string `json:"placeholder"`
@@ -469,6 +470,7 @@ providers:
 			}
 			evs, _ := e.events(t, r)
 			refused := false
+			seen := map[string]bool{} // prompt hashes of refused requests
 			for _, ev := range evs {
 				if ev.Kind != "model.call" {
 					continue
@@ -483,6 +485,14 @@ providers:
 				}
 				if c.Allow {
 					t.Errorf("allowed model call %+v", c)
+				}
+				// A refusal is final: the same request body refused twice
+				// is the client retrying it.
+				if c.Phase == "decision" && !c.Allow {
+					if seen[c.Prompt] {
+						t.Errorf("the same request (sha256 %.12s) was refused twice: the client retried a refusal", c.Prompt)
+					}
+					seen[c.Prompt] = true
 				}
 			}
 			if !refused {
