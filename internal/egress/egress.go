@@ -12,6 +12,10 @@
 //     ([policy.Network.Decide]) allows its host, port and, for plain HTTP,
 //     its method and path. Everything else gets a 403 with a plain-text body
 //     and an X-Enclave-Denied header saying why.
+//   - With [Config.Authorize] set, a flow the allowlist allowed is also put
+//     to that second decision point (Enclave's Cedar policies) and refused
+//     unless it allows; an error there refuses too. It can never open a
+//     flow the allowlist refused.
 //   - IP literals are refused unless a rule names that exact IP. Names are
 //     resolved on the host; if any resolved address is loopback, private,
 //     CGNAT, link-local, multicast, unspecified, reserved, cloud metadata, or
@@ -94,6 +98,9 @@ type Flow struct {
 	// Scheme is "http" for plain HTTP, "connect" for tunnels.
 	Scheme   string
 	Decision policy.Decision
+	// Policies are the ids of the policies of Config.Authorize's decision
+	// (nil without Authorize, or when the network policy refused first).
+	Policies []string
 	// Resolved lists the vetted addresses the proxy may dial, set before
 	// FlowStart for allowed flows.
 	Resolved []netip.Addr
@@ -180,6 +187,43 @@ type Config struct {
 	MaxHeaderBytes int
 	// MaxConns bounds concurrent agent connections; further accepts wait.
 	MaxConns int
+	// Authorize, if set, is a second decision point (Enclave's Cedar
+	// policies) asked about every flow the network policy allowed, before
+	// anything is dialled; it is never asked about a refused flow, so it
+	// can only narrow. An error refuses the flow (fail closed). It is on
+	// the hot path: it must be fast and safe for concurrent use.
+	Authorize func(ctx context.Context, f *Flow) (Authorization, error)
+}
+
+// Authorization is Config.Authorize's answer.
+type Authorization struct {
+	Allow bool
+	// Policies are the ids of the policies that decided; Reason says why
+	// for the agent and the record.
+	Policies []string
+	Reason   string
+}
+
+// RuleAuthz is the rule of a flow Config.Authorize refused.
+const RuleAuthz = "egress.authz"
+
+// authorize puts a flow the network policy allowed to Config.Authorize.
+// It returns false, with f.Decision saying why, when the flow is refused.
+func (p *Proxy) authorize(f *Flow) bool {
+	if p.authz == nil {
+		return true
+	}
+	a, err := p.authz(p.ctx, f)
+	f.Policies = a.Policies
+	switch {
+	case err != nil:
+		f.Decision = policy.Decision{Rule: RuleAuthz, Reason: "the authorisation policy could not decide, so the flow is refused: " + err.Error()}
+		return false
+	case !a.Allow:
+		f.Decision = policy.Decision{Rule: RuleAuthz, Reason: a.Reason}
+		return false
+	}
+	return true
 }
 
 // Proxy is the egress proxy of one session. Its methods are safe for
@@ -187,6 +231,7 @@ type Config struct {
 type Proxy struct {
 	net      *policy.Network
 	rec      Recorder
+	authz    func(ctx context.Context, f *Flow) (Authorization, error)
 	resolver Resolver
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	log      *slog.Logger
@@ -229,6 +274,7 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{
 		net:           cfg.Network,
 		rec:           cfg.Recorder,
+		authz:         cfg.Authorize,
 		resolver:      cfg.Resolver,
 		dial:          cfg.Dial,
 		log:           cfg.Logger,

@@ -415,6 +415,10 @@ func (cc *conn) forward(req *http.Request, start time.Time, headLen int64) bool 
 		cc.refuse(f, http.StatusForbidden, d.Rule, d.Reason)
 		return false
 	}
+	if !p.authorize(f) {
+		cc.refuse(f, http.StatusForbidden, f.Decision.Rule, f.Decision.Reason)
+		return false
+	}
 	if exp := req.Header.Get("Expect"); exp != "" && !strings.EqualFold(exp, "100-continue") {
 		cc.refuse(f, http.StatusExpectationFailed, RuleMalformed, "unsupported Expect header")
 		return false

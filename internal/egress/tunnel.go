@@ -39,6 +39,10 @@ func (cc *conn) connect(req *http.Request, start time.Time) {
 		cc.refuse(f, http.StatusForbidden, f.Decision.Rule, f.Decision.Reason)
 		return
 	}
+	if !p.authorize(f) {
+		cc.refuse(f, http.StatusForbidden, f.Decision.Rule, f.Decision.Reason)
+		return
+	}
 	if !cc.admit(f, host, ip, port) {
 		return
 	}
