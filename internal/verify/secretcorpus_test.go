@@ -2,6 +2,8 @@ package verify
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"go/build"
 	"io/fs"
@@ -15,21 +17,26 @@ import (
 // the secret scanner over a labelled corpus: every line of every file under
 // $ENCLAVE_SECRET_CORPUS is treated as added, and one line per finding
 // ("path<TAB>line<TAB>rule") goes to $ENCLAVE_SECRET_OUT. The rules are
-// the built-in ones, or the gitleaks-format file $ENCLAVE_SECRET_RULES.
+// the default ones (Enclave's and the vendored gitleaks set), or only
+// Enclave's with ENCLAVE_SECRET_RULES=builtin, or the gitleaks-format file
+// $ENCLAVE_SECRET_RULES.
 // Skipped when the variables are unset.
 func TestSecretCorpusScan(t *testing.T) {
 	dir, out := os.Getenv("ENCLAVE_SECRET_CORPUS"), os.Getenv("ENCLAVE_SECRET_OUT")
 	if dir == "" || out == "" {
 		t.Skip("set ENCLAVE_SECRET_CORPUS and ENCLAVE_SECRET_OUT (bench/secrets.sh does)")
 	}
-	src := builtinRules
-	if p := os.Getenv("ENCLAVE_SECRET_RULES"); p != "" {
-		var err error
-		if src, err = os.ReadFile(p); err != nil {
-			t.Fatal(err)
+	rules, err := defaultRules()
+	switch p := os.Getenv("ENCLAVE_SECRET_RULES"); p {
+	case "":
+	case "builtin":
+		rules, err = loadSecretRules(builtinRules)
+	default:
+		var src []byte
+		if src, err = os.ReadFile(p); err == nil {
+			rules, err = loadSecretRules(src)
 		}
 	}
-	rules, err := loadSecretRules(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,10 +75,25 @@ func TestSecretCorpusScan(t *testing.T) {
 // BenchmarkScanSecretsGoSource times the rules over ordinary Go source
 // (the common case: no secret) and reports lines per second.
 func BenchmarkScanSecretsGoSource(b *testing.B) {
-	rules, err := loadSecretRules(builtinRules)
-	if err != nil {
-		b.Fatal(err)
+	for _, bb := range []struct {
+		name string
+		load func() ([]*secretRule, error)
+	}{
+		{"default", defaultRules},
+		{"builtin", func() ([]*secretRule, error) { return loadSecretRules(builtinRules) }},
+		{"gitleaks", func() ([]*secretRule, error) { return loadSecretRules(gitleaksRules) }},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			rules, err := bb.load()
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchScan(b, rules)
+		})
 	}
+}
+
+func benchScan(b *testing.B, rules []*secretRule) {
 	data, err := os.ReadFile(filepath.Join(build.Default.GOROOT, "src", "net", "http", "server.go"))
 	if err != nil {
 		b.Skipf("no Go source to scan: %v", err)
@@ -189,5 +211,98 @@ regexes = ['''.''']
 	}
 	if _, err := loadSecretRules([]byte("[[rules]]\nid = \"x\"\nregex = 'a'\n[[rules.allowlists]]\nregexTarget = \"word\"\nregexes = ['b']\n")); err == nil {
 		t.Error("loadSecretRules(regexTarget = word) = nil error")
+	}
+}
+
+// The embedded gitleaks rule file is the pinned release's, unedited.
+func TestGitleaksRulesPinned(t *testing.T) {
+	sum := sha256.Sum256(gitleaksRules)
+	if got := hex.EncodeToString(sum[:]); got != gitleaksRulesSHA256 {
+		t.Errorf("sha256(gitleaks/gitleaks.toml) = %s, want %s (gitleaks %s); refresh with gitleaks/update.sh", got, gitleaksRulesSHA256, gitleaksVersion)
+	}
+	rules, err := defaultRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, r := range rules {
+		if ids[r.id] {
+			t.Errorf("default rules: duplicate id %q", r.id)
+		}
+		ids[r.id] = true
+	}
+	for _, id := range []string{"aws-access-key-id", "generic-api-key", "gitleaks-jwt"} {
+		if !ids[id] {
+			t.Errorf("default rules lack %q", id)
+		}
+	}
+}
+
+// The default rules find formats only gitleaks' set describes, keep
+// gitleaks' allowlists, and report a secret both sets match once.
+func TestDefaultSecretRules(t *testing.T) {
+	rules, err := defaultRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ text, want string }{
+		// Formats with no rule in rules.toml.
+		{`FLY_TOKEN="fo1_Xq9Lm2Vb7Rt4Nz8Kc1Pw6Yd3Hs5Jf0Ga-Ue_TiOoBxQ"`, "flyio-access-token"},
+		{`PYPI="pypi-AgEIcHlwaS5vcmc` + strings.Repeat("Qm9vN2xKc3", 6) + `"`, "pypi-upload-token"},
+		// Enclave's rule reports it; gitleaks' aws-access-token stays quiet.
+		{`aws_access_key_id = AKIAQYLPMN5HHHFPZAM2`, "aws-access-key-id"},
+		// gitleaks' allowlist for documented example keys holds.
+		{`aws_access_key_id = AKIAIOSFODNN7EXAMPLE`, ""},
+		{`encapKey = ech.encapsulatedKey`, ""},
+	} {
+		var got []string
+		for _, f := range scanLine(rules, "f.env", line{N: 1, Text: c.text}) {
+			got = append(got, f.Rule)
+		}
+		if strings.Join(got, ",") != c.want {
+			t.Errorf("scanLine(%q) = %v, want [%s]", c.text, got, c.want)
+		}
+	}
+}
+
+// Each rule keeps its own allowlist: rules that share the file's global
+// allowlist must not overwrite each other's entries.
+func TestSecretRuleAllowlistsAreSeparate(t *testing.T) {
+	src := `
+[allowlist]
+regexes = ['''^g1$''', '''^g2$''', '''^g3$''']
+stopwords = ["zzz"]
+[[rules]]
+id = "a"
+regex = '''a_([a-z0-9]{8})'''
+[[rules.allowlists]]
+regexes = ['''^allowa00$''']
+stopwords = ["stopa"]
+[[rules]]
+id = "b"
+regex = '''b_([a-z0-9]{8})'''
+[[rules.allowlists]]
+regexes = ['''^allowb00$''']
+stopwords = ["stopb"]
+`
+	rules, err := loadSecretRules([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ text, want string }{
+		{"a_allowa00", ""},
+		{"b_allowb00", ""},
+		{"a_allowb00", "a"},
+		{"b_allowa00", "b"},
+		{"a_xstopaxx", ""},
+		{"a_xstopbxx", "a"},
+	} {
+		var got []string
+		for _, f := range scanLine(rules, "f", line{N: 1, Text: c.text}) {
+			got = append(got, f.Rule)
+		}
+		if strings.Join(got, ",") != c.want {
+			t.Errorf("scanLine(%q) = %v, want [%s]", c.text, got, c.want)
+		}
 	}
 }

@@ -5,13 +5,52 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/BurntSushi/toml"
 )
 
 //go:embed rules.toml
 var builtinRules []byte
+
+// The default secret rules are Enclave's own rules.toml followed by
+// gitleaks' rule set, vendored as data in gitleaks/ (MIT, see its README),
+// both read by loadSecretRules. A gitleaks rule whose id Enclave also uses
+// is renamed "gitleaks-<id>"; where both find the same secret on a line,
+// the first rule (Enclave's) reports it.
+//
+//go:embed gitleaks/gitleaks.toml
+var gitleaksRules []byte
+
+// The vendored gitleaks release and the SHA-256 of its rule file; a test
+// checks the embedded file against it, so that an edit shows.
+const (
+	gitleaksVersion     = "v8.30.1"
+	gitleaksRulesSHA256 = "e163e53b9e7e8a8511e77271e2b323ed057759542a6d988258afe3a1fa329caf"
+)
+
+var defaultRules = sync.OnceValues(func() ([]*secretRule, error) {
+	own, err := loadSecretRules(builtinRules)
+	if err != nil {
+		return nil, fmt.Errorf("built-in rules: %w", err)
+	}
+	gl, err := loadSecretRules(gitleaksRules)
+	if err != nil {
+		return nil, fmt.Errorf("gitleaks %s rules: %w", gitleaksVersion, err)
+	}
+	seen := map[string]bool{}
+	for _, r := range own {
+		seen[r.id] = true
+	}
+	for _, r := range gl {
+		if seen[r.id] {
+			r.id = "gitleaks-" + r.id
+		}
+	}
+	return append(own, gl...), nil
+})
 
 // secretRule is one compiled gitleaks-format rule.
 type secretRule struct {
@@ -108,7 +147,11 @@ func loadSecretRules(src []byte) ([]*secretRule, error) {
 		if r.SecretGroup < 0 || r.SecretGroup > re.NumSubexp() {
 			return nil, fmt.Errorf("secret rules: rule %q: secretGroup %d but the regex has %d groups", r.ID, r.SecretGroup, re.NumSubexp())
 		}
-		sr := &secretRule{id: r.ID, description: r.Description, re: re, group: r.SecretGroup, entropy: r.Entropy, allow: global, stop: f.Allowlist.Stopwords, skip: skip}
+		// Each rule gets its own copy of the global lists: appending its
+		// allowlists to a shared slice would let one rule's entries
+		// overwrite another's.
+		sr := &secretRule{id: r.ID, description: r.Description, re: re, group: r.SecretGroup, entropy: r.Entropy,
+			allow: slices.Clone(global), stop: slices.Clone(f.Allowlist.Stopwords), skip: skip}
 		if r.Path != "" {
 			if sr.path, err = regexp.Compile(r.Path); err != nil {
 				return nil, fmt.Errorf("secret rules: rule %q: path %q: %w", r.ID, r.Path, err)
@@ -160,11 +203,10 @@ const maxSecretLine = 4096
 
 // scanSecrets scans the added lines of every text file in the change.
 func scanSecrets(c *changeSet, cfg Config) ([]Finding, error) {
-	src := cfg.SecretRules
-	if src == nil {
-		src = builtinRules
+	rules, err := defaultRules()
+	if cfg.SecretRules != nil {
+		rules, err = loadSecretRules(cfg.SecretRules)
 	}
-	rules, err := loadSecretRules(src)
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +221,7 @@ func scanSecrets(c *changeSet, cfg Config) ([]Finding, error) {
 
 func scanLine(rules []*secretRule, file string, l line) []Finding {
 	var out []Finding
+	var found map[string]bool // secrets reported on this line
 	text := l.Text
 	for start := 0; start < len(text) || start == 0; start += maxSecretLine - 256 {
 		end := min(start+maxSecretLine, len(text))
@@ -212,6 +255,13 @@ func scanLine(rules []*secretRule, file string, l line) []Finding {
 				if r.allowed(s) || anyMatch(r.matchAllow, win[m[0]:m[1]]) || anyMatch(r.lineAllow, text) {
 					continue
 				}
+				if found[s] {
+					continue // an earlier rule reported this secret
+				}
+				if found == nil {
+					found = map[string]bool{}
+				}
+				found[s] = true
 				out = append(out, Finding{Check: CheckSecrets, Rule: r.id, File: file, Line: l.N,
 					Message:     fmt.Sprintf("%s: %s", r.description, redact(s)),
 					Fingerprint: fingerprint(CheckSecrets, r.id, file, s)})
