@@ -151,6 +151,12 @@ type SessionConfig struct {
 	Files []ClassifiedFile
 	// Logger for diagnostics (no prompts, no keys); nil uses the gateway's.
 	Logger *slog.Logger
+	// Authorize, if set, is a second decision point (Enclave's Cedar
+	// policies) asked about every call the gateway's own checks allowed,
+	// before it is recorded as allowed and forwarded; it is never asked
+	// about a refused call, so it can only narrow. An error refuses the
+	// call (fail closed). It must be fast and safe for concurrent use.
+	Authorize AuthorizeFunc
 }
 
 // Session is one agent session's view of the gateway: its token, its
@@ -161,6 +167,7 @@ type Session struct {
 	id    string
 	token []byte
 	rec   Recorder
+	authz AuthorizeFunc
 	log   *slog.Logger
 	salt  []byte // keys placeholder hashes; never leaves the process
 	index *Index
@@ -208,6 +215,7 @@ func (g *Gateway) NewSession(sc SessionConfig) (*Session, error) {
 		id:      sc.ID,
 		token:   []byte("enclave-" + hex.EncodeToString(raw)),
 		rec:     sc.Recorder,
+		authz:   sc.Authorize,
 		log:     logger.With("session", sc.ID),
 		salt:    salt,
 		index:   idx,

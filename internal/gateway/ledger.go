@@ -58,6 +58,9 @@ type Call struct {
 	Allow  bool   `json:"allow"`
 	Rule   string `json:"rule"`   // e.g. "model.sanctioned", "budget.tokens", "classification"
 	Reason string `json:"reason"` // what the agent was told, or why it passed
+	// Policies are the ids of the policies of SessionConfig.Authorize's
+	// decision; empty without it or when the gateway refused first.
+	Policies []string `json:"policies,omitempty"`
 	// Clearance is the target model's clearance level.
 	Clearance string `json:"clearance,omitempty"`
 	// PromptSHA256 is the hex SHA-256 of the request body as forwarded

@@ -162,6 +162,11 @@ func (s *Session) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.RequestBytes = int64(len(body))
 
+	if why := s.authorize(r.Context(), c, ins.level); why != "" {
+		release()
+		refuse(http.StatusForbidden, errPermission, RuleAuthz, why)
+		return
+	}
 	c.Allow, c.Rule = true, "model.sanctioned"
 	c.Reason = fmt.Sprintf("model %s is sanctioned on provider %s", c.Model, p.Name)
 	if err := s.rec.Record(r.Context(), c); err != nil {
