@@ -197,10 +197,9 @@ func (w *Workspace) stage(ctx context.Context) (string, []Note, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	baseLinks, err := w.baseGitlinks(ctx)
-	if err != nil {
-		return "", nil, err
-	}
+	// The base's gitlinks are read only if the index holds one: most
+	// repositories have no submodules, and that saves a git process.
+	var baseLinks map[string]bool
 	var drop []string
 	for _, rec := range bytes.Split(out, []byte{0}) {
 		if len(rec) == 0 {
@@ -215,9 +214,16 @@ func (w *Workspace) stage(ctx context.Context) (string, []Note, error) {
 		case w.hidden.match(p):
 			// Normally excluded before git saw it (and noted by scanCopy).
 			drop = append(drop, p)
-		case bytes.HasPrefix(meta, []byte("160000 ")) && !baseLinks[p]:
-			drop = append(drop, p)
-			skipped = append(skipped, Note{Path: p, Reason: "nested git repository not recorded"})
+		case bytes.HasPrefix(meta, []byte("160000 ")):
+			if baseLinks == nil {
+				if baseLinks, err = w.baseGitlinks(ctx); err != nil {
+					return "", nil, err
+				}
+			}
+			if !baseLinks[p] {
+				drop = append(drop, p)
+				skipped = append(skipped, Note{Path: p, Reason: "nested git repository not recorded"})
+			}
 		}
 	}
 	if len(drop) > 0 {

@@ -178,8 +178,12 @@ type Workspace struct {
 	// Created is when Prepare finished.
 	Created time.Time `json:"created"`
 
-	log    *slog.Logger
-	hidden *matcher
+	log *slog.Logger
+	// overlaid is set while preparing when the copy differs from the
+	// checkout of UserHead (uncommitted changes copied, hidden paths
+	// removed).
+	overlaid bool
+	hidden   *matcher
 }
 
 var sessionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -226,7 +230,7 @@ func Prepare(ctx context.Context, opts PrepareOptions) (*Workspace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare workspace: dir %q: %w", opts.Dir, err)
 	}
-	top, err := gitTopLevel(ctx, src)
+	top, commonDir, err := gitTopLevel(ctx, src)
 	if err != nil {
 		return nil, fmt.Errorf("prepare workspace: %w", err)
 	}
@@ -264,7 +268,7 @@ func Prepare(ctx context.Context, opts PrepareOptions) (*Workspace, error) {
 	}
 	start := time.Now()
 	if top != "" {
-		err = w.prepareGit(ctx, src, top)
+		err = w.prepareGit(ctx, src, top, commonDir)
 	} else {
 		err = w.preparePlain(ctx, src)
 	}
@@ -331,27 +335,34 @@ func within(p, root string) bool {
 	return rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-// gitTopLevel returns the top level of the git work tree holding dir, or ""
-// when dir is not in one. Any other git failure (dubious ownership, a
-// broken repository) is an error: enclave does not silently treat a
-// repository it cannot read as a plain directory.
-func gitTopLevel(ctx context.Context, dir string) (string, error) {
-	out, err := userGit(ctx, dir, "rev-parse", "--is-inside-work-tree")
+// gitTopLevel returns the top level of the git work tree holding dir and
+// the repository's common git directory, or "" when dir is not in a work
+// tree. Any other git failure (dubious ownership, a broken repository) is
+// an error: enclave does not silently treat a repository it cannot read as
+// a plain directory. One git process answers all three questions.
+func gitTopLevel(ctx context.Context, dir string) (top, commonDir string, err error) {
+	out, err := userGit(ctx, dir, "rev-parse", "--path-format=absolute", "--is-inside-work-tree", "--git-common-dir", "--show-toplevel")
 	if err != nil {
 		var ge *gitError
-		if errors.As(err, &ge) && strings.Contains(ge.stderr, "not a git repository") {
-			return "", nil
+		switch {
+		case errors.As(err, &ge) && strings.Contains(ge.stderr, "not a git repository"):
+			return "", "", nil
+		case errors.As(err, &ge) && strings.Contains(ge.stderr, "must be run in a work tree"):
+			return "", "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
 		}
-		return "", err
+		return "", "", err
 	}
-	if strings.TrimSpace(string(out)) != "true" {
-		return "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) != 3 {
+		return "", "", fmt.Errorf("git rev-parse in %s: unexpected output %q", dir, out)
 	}
-	out, err = userGit(ctx, dir, "rev-parse", "--path-format=absolute", "--show-toplevel")
-	if err != nil {
-		return "", err
+	if lines[0] != "true" {
+		return "", "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
 	}
-	return filepath.EvalSymlinks(strings.TrimSpace(string(out)))
+	if top, err = filepath.EvalSymlinks(lines[2]); err != nil {
+		return "", "", err
+	}
+	return top, lines[1], nil
 }
 
 func (w *Workspace) shadow() shadow {
@@ -360,7 +371,7 @@ func (w *Workspace) shadow() shadow {
 
 func (w *Workspace) copyGitDir() string { return filepath.Join(w.Copy, ".git") }
 
-func (w *Workspace) prepareGit(ctx context.Context, src, top string) error {
+func (w *Workspace) prepareGit(ctx context.Context, src, top, commonDir string) error {
 	w.Git = true
 	w.Source = top
 	if within(w.Dir, top) || within(top, w.Dir) {
@@ -371,15 +382,11 @@ func (w *Workspace) prepareGit(ctx context.Context, src, top string) error {
 		return err
 	}
 	w.Workdir = filepath.Join(w.Copy, rel)
-	out, err := userGit(ctx, top, "rev-parse", "--path-format=absolute", "--git-common-dir")
-	if err != nil {
-		return err
-	}
-	objects := filepath.Join(strings.TrimSpace(string(out)), "objects")
+	objects := filepath.Join(commonDir, "objects")
 	if w.ReadOnlyPaths, err = alternatesChain(objects); err != nil {
 		return err
 	}
-	out, err = userGit(ctx, top, "rev-parse", "-q", "--verify", "HEAD^{commit}")
+	out, err := userGit(ctx, top, "rev-parse", "-q", "--verify", "HEAD^{commit}")
 	if err == nil {
 		w.UserHead = strings.TrimSpace(string(out))
 	}
@@ -422,6 +429,7 @@ func (w *Workspace) prepareGit(ctx context.Context, src, top string) error {
 	if err != nil {
 		return err
 	}
+	w.overlaid = len(tracked) > 0
 	for _, p := range tracked {
 		w.Warnings = append(w.Warnings, fmt.Sprintf("hidden path %q is committed in the repository: it is removed from the copy but its content stays readable through git objects", p))
 	}
@@ -492,6 +500,7 @@ func (w *Workspace) overlayUncommitted(ctx context.Context, top string, dt *dirT
 				if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP {
 					// Deleted in the user's work tree (or only reachable
 					// through a symlink, which is not the same file).
+					w.overlaid = true
 					if err := dt.remove(rel); err != nil {
 						return fmt.Errorf("remove %q from the copy: %w", rel, err)
 					}
@@ -503,6 +512,7 @@ func (w *Workspace) overlayUncommitted(ctx context.Context, top string, dt *dirT
 				w.Notes = append(w.Notes, Note{Path: rel, Reason: "submodule contents not copied"})
 				continue
 			}
+			w.overlaid = true
 			n, err := copyEntry(st, dt, rel)
 			if err != nil {
 				return err
@@ -609,6 +619,20 @@ func (w *Workspace) makeBase(ctx context.Context) error {
 			return err
 		}
 	}
+	if w.UserHead != "" && !w.overlaid && len(w.Notes) == 0 && len(w.Hidden) == 0 {
+		// The copy is exactly the checkout of the user's HEAD: nothing was
+		// overlaid, removed or left out, and the index is the checkout's.
+		// Unless the copy holds something the snapshot would exclude, the
+		// base is HEAD itself and git need not read the tree again.
+		skipped, excludes, err := w.scanCopy()
+		if err != nil {
+			return err
+		}
+		if len(skipped) == 0 && excludes == "" {
+			w.Base = w.UserHead
+			return sh.updateRefs(ctx, map[string]string{"refs/enclave/base": w.Base, "refs/heads/" + w.Branch: w.Base})
+		}
+	}
 	tree, skipped, err := w.stage(ctx)
 	if err != nil {
 		return err
@@ -630,10 +654,7 @@ func (w *Workspace) makeBase(ctx context.Context) error {
 			return err
 		}
 	}
-	if _, err := sh.git(ctx, "update-ref", "refs/enclave/base", w.Base); err != nil {
-		return err
-	}
-	if _, err := sh.git(ctx, "update-ref", "refs/heads/"+w.Branch, w.Base); err != nil {
+	if err := sh.updateRefs(ctx, map[string]string{"refs/enclave/base": w.Base, "refs/heads/" + w.Branch: w.Base}); err != nil {
 		return err
 	}
 	if w.Base == w.UserHead {
