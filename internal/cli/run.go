@@ -230,6 +230,9 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 		Gateway: gw,
 		Argv:    argv, Dir: dir, User: currentUser(), Policy: pol, Profile: prof,
 		Task: f.task.val, Tier: rd.Tier,
+		// The same Cedar policies decide every egress flow and model
+		// call enclave.yaml allows (they can only narrow it).
+		Authz:   rd.Engine,
 		Environ: e.environ(), StateDir: st.dir, Store: st.store, Audit: st.log,
 		Mounts: mounts, Env: f.setEnv,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: tty, Signals: sigs,

@@ -40,6 +40,9 @@ type RunDecision struct {
 	// default tier); Seq the audit record of the decision.
 	Tier string
 	Seq  int64
+	// Engine is the policy set that decided; the session's egress proxy
+	// and model gateway put their decisions to it too (session.Options.Authz).
+	Engine *authz.Engine
 }
 
 // AuthorizeRun puts Action::"run" to the policy (built-in policies plus
@@ -100,7 +103,7 @@ func AuthorizeRun(ctx context.Context, log Appender, req RunRequest) (*RunDecisi
 	if err != nil {
 		return nil, fmt.Errorf("record the run decision in the audit log (the session is not started unrecorded): %w", err)
 	}
-	out := &RunDecision{Decision: d, Tier: name, Seq: e.Seq}
+	out := &RunDecision{Decision: d, Tier: name, Seq: e.Seq, Engine: eng}
 	if !d.Allow {
 		return out, denied(d)
 	}

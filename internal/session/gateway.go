@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/enclave-dev/enclave/internal/authz"
 	"github.com/enclave-dev/enclave/internal/gateway"
 	"github.com/enclave-dev/enclave/internal/policy"
 	"github.com/enclave-dev/enclave/internal/sandbox"
@@ -393,7 +394,7 @@ type gatewayRun struct {
 
 // startGateway configures the gateway for the session, or returns nil when
 // it is off.
-func startGateway(ctx context.Context, o Options, sessDir, copyDir, id string, rec *recorder, log *slog.Logger) (*gatewayRun, error) {
+func startGateway(ctx context.Context, o Options, sessDir, copyDir, id string, rec *recorder, scope *authz.Scope, log *slog.Logger) (*gatewayRun, error) {
 	if o.Gateway == GatewayOff {
 		return nil, nil
 	}
@@ -424,8 +425,9 @@ func startGateway(ctx context.Context, o Options, sessDir, copyDir, id string, r
 	b := o.Policy.Gateway.Budget
 	gs, err := gw.NewSession(gateway.SessionConfig{
 		ID: id, Recorder: gatewayRecorder{rec}, Files: files,
-		Budget: gateway.Budget{Tokens: b.Tokens, Requests: b.Requests},
-		Logger: log.With("part", "gateway"),
+		Budget:    gateway.Budget{Tokens: b.Tokens, Requests: b.Requests},
+		Logger:    log.With("part", "gateway"),
+		Authorize: modelAuthorizer(scope),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("model gateway: %w", err)

@@ -99,7 +99,7 @@ func startTestGateway(t *testing.T, o Options, id string) (*gatewayRun, *recorde
 	copyDir := filepath.Join(dir, "work")
 	os.MkdirAll(copyDir, 0o755)
 	rec := &recorder{log: o.Audit, session: id}
-	g, err := startGateway(context.Background(), o, dir, copyDir, id, rec, discardLogger())
+	g, err := startGateway(context.Background(), o, dir, copyDir, id, rec, nil, discardLogger())
 	if err != nil {
 		t.Fatalf("startGateway: %v", err)
 	}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/enclave-dev/enclave/internal/audit"
+	"github.com/enclave-dev/enclave/internal/authz"
 	"github.com/enclave-dev/enclave/internal/egress"
 	"github.com/enclave-dev/enclave/internal/gateway"
 	"github.com/enclave-dev/enclave/internal/policy"
@@ -76,6 +77,12 @@ type Options struct {
 	Task, Tier string
 	Policy     *policy.Policy
 	Profile    *policy.Profile
+	// Authz, if set, is the Cedar decision point: the egress proxy and the
+	// model gateway put every flow and call enclave.yaml allowed to it as
+	// Action::"egress" and Action::"model", and refuse what it denies.
+	// nil leaves those decisions to enclave.yaml alone (enclave run always
+	// sets it).
+	Authz *authz.Engine
 	// Environ is the launcher's environment; only what the profile's env
 	// allowlist names reaches the agent.
 	Environ []string
@@ -174,6 +181,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	log = log.With("session", sess.ID)
 	rec := &recorder{log: o.Audit, session: sess.ID}
+	scope := authzScope(o, sess.ID)
 	fail := func(err error) (*Result, error) {
 		now := time.Now().UTC()
 		sess.Ended, sess.State = &now, store.StateFailed
@@ -188,7 +196,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := rec.append(ctx, "session.start", "allow", o.User, map[string]any{
 		"user": o.User, "command": o.Argv, "dir": o.Dir, "task": o.Task, "tier": o.Tier,
 		"policy":      map[string]any{"source": o.Policy.Source, "sha256": o.Policy.Hash, "profile": prof.Name},
-		"env_dropped": dropped,
+		"env_dropped": dropped, "authz": authzRecord(o, scope),
 	}); err != nil {
 		return fail(fmt.Errorf("record session start (the session is not run unrecorded): %w", err))
 	}
@@ -214,7 +222,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(err)
 	}
 
-	gw, err := startGateway(ctx, o, ws.Dir, ws.Copy, sess.ID, rec, log)
+	gw, err := startGateway(ctx, o, ws.Dir, ws.Copy, sess.ID, rec, scope, log)
 	if err != nil {
 		return fail(err)
 	}
@@ -244,12 +252,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 
-	proxy, err := egress.New(egress.Config{
-		Network:    network,
-		Recorder:   rec,
-		ByteBudget: prof.Network.ByteBudget,
-		Logger:     log.With("part", "egress"),
-	})
+	proxy, err := newProxy(network, prof.Network.ByteBudget, rec, scope, log)
 	if err != nil {
 		return fail(fmt.Errorf("start egress proxy: %w", err))
 	}
@@ -599,10 +602,15 @@ func (r *recorder) FlowStart(ctx context.Context, f *egress.Flow) error {
 		what := fmt.Sprintf("%s %s:%d%s", f.Method, f.Host, f.Port, f.Path)
 		r.addBlocked(Blocked{Kind: "egress", What: what, Reason: f.Decision.Reason})
 	}
-	return r.append(ctx, "egress", decisionWord(f.Decision), "agent", map[string]any{
+	data := map[string]any{
 		"flow": f.ID, "host": f.Host, "port": f.Port, "method": f.Method, "path": f.Path,
 		"scheme": f.Scheme, "rule": f.Decision.Rule, "reason": f.Decision.Reason, "resolved": f.Resolved,
-	})
+	}
+	if f.Policies != nil {
+		// The Cedar policies that decided (enclave.yaml's rule is "rule").
+		data["policies"] = f.Policies
+	}
+	return r.append(ctx, "egress", decisionWord(f.Decision), "agent", data)
 }
 
 func (r *recorder) FlowEnd(ctx context.Context, f *egress.Flow) error {
