@@ -9,13 +9,16 @@
 // Principals are User::"<os user>" for humans and Agent::"<session id>" for
 // the agent of a session; the two types never mix, so an agent can never
 // satisfy a rule written for a User. Actions are Action::"run", "verify",
-// "review", "tier", "approve", "reject" and "merge". The resource is the
-// Session::"<id>" entity, whose attributes ([Resource]) carry the tier and
+// "review", "tier", "approve", "reject", "merge", "egress" and "model".
+// The resource is the Session::"<id>" entity, whose attributes ([Resource]) carry the tier and
 // its settings, the launcher (a User entity, so policies can compare it with
 // principal), the agent's program name, command line and sandbox profile,
 // the paths the change touches and the protected ones among them. For
 // Action::"run" the session does not exist yet: the resource is
-// Session::"new" with the tier, task, agent, command and profile asked for. The context carries facts computed by the caller for one request
+// Session::"new" with the tier, task, agent, command and profile asked for.
+// Action::"egress" and "model" are asked by a running session's agent about
+// a Host::"name:port" or a Model::"provider/model" ([Scope]). The context
+// carries facts computed by the caller for one request
 // (the verification result, whether the branch is still at the head that was
 // reviewed, how many valid approvals exist).
 //
@@ -32,10 +35,13 @@
 //
 // # Not covered
 //
-// Egress and model decisions still go through internal/policy (enclave.yaml);
-// the model for them here would be Action::"egress"/"model" on a Host or
-// Model resource, left for a later change. There is no schema validation of
-// user policies yet (cedar-go's validator is experimental): a policy naming
+// Egress and model decisions ([Scope]) are asked only after enclave.yaml
+// allowed them, so Cedar narrows them and never widens them; the DNS
+// responder still answers from the network allowlist alone (a name a
+// Cedar policy forbids resolves, but no flow to it is served), and a model
+// listing is filtered by the sanctioned models alone.
+//
+// There is no schema validation of user policies yet (cedar-go's validator is experimental): a policy naming
 // an attribute that does not exist errors at evaluation, which Decide treats
 // as deny.
 package authz
