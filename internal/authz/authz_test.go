@@ -211,6 +211,9 @@ func TestParseTestsErrors(t *testing.T) {
 		{"bad expect", "tests:\n  - principal: User:a\n    action: run\n    resource: {session: s}\n    expect: yes\n", "expect must be allow or deny"},
 		{"no session", "tests:\n  - name: x\n    principal: User:a\n    action: run\n    expect: allow\n", "test 1 (x): resource.session is missing"},
 		{"alias", "a: &x 1\ntests: *x\n", "aliases"},
+		{"bad host", "tests:\n  - principal: Agent:s\n    action: egress\n    resource: {host: registry.example.com}\n    expect: allow\n", `resource.host "registry.example.com" is not name:port`},
+		{"bad model", "tests:\n  - principal: Agent:s\n    action: model\n    resource: {model: gpt}\n    expect: allow\n", `resource.model "gpt" is not provider/model`},
+		{"two resources", "tests:\n  - principal: Agent:s\n    action: egress\n    resource: {session: s, host: \"h:1\"}\n    expect: allow\n", "more than one of session, host and model"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := ParseTests("t.yaml", []byte(tt.text))
