@@ -27,6 +27,8 @@ const (
 	fpW          = 12
 	minMatches   = 4
 	maxFileBytes = 4 << 20
+	// maxOccurrences caps the lines posted for one fingerprint in one file.
+	maxOccurrences = 16
 )
 
 // Index holds the fingerprints of a session's classified files.
@@ -70,7 +72,14 @@ func (g *Gateway) buildIndex(files []ClassifiedFile) (*Index, error) {
 func (ix *Index) dropBoilerplate() {
 	limit := max(3, len(ix.files)/10+1)
 	for h, ps := range ix.post {
-		if len(ps) >= limit {
+		files, last := 0, int32(-1)
+		for _, p := range ps { // postings are grouped by file
+			if p.file != last {
+				files++
+				last = p.file
+			}
+		}
+		if files >= limit {
 			delete(ix.post, h)
 			ix.common++
 		}
@@ -91,14 +100,32 @@ func (ix *Index) add(path string, level int, content []byte) {
 	fi := int32(len(ix.files))
 	ix.files = append(ix.files, indexedFile{path, level})
 	n := normalize(string(content), ix.identNorm)
-	seen := map[uint64]bool{}
-	winnow(n.text, func(h uint64, pos int) {
-		if seen[h] {
-			return
+	hashes := kgrams(n.text)
+	selected := map[uint64]bool{}
+	winnowHashes(hashes, func(h uint64, _ int) { selected[h] = true })
+	// Post every line where a selected k-gram occurs, not only the one
+	// where winnowing picked it: a file that repeats a phrase (an error
+	// string, an identifier) would otherwise map an excerpt of its first
+	// use to a later line whenever the surrounding text (line numbers a
+	// tool adds, reformatting) makes a different window pick it.
+	type occurrence struct {
+		h    uint64
+		line int32
+	}
+	seen := map[occurrence]bool{}
+	occ := map[uint64]int{}
+	for i, h := range hashes {
+		if !selected[h] {
+			continue
 		}
-		seen[h] = true
-		ix.post[h] = append(ix.post[h], posting{fi, n.line[pos]})
-	})
+		o := occurrence{h, n.line[i]}
+		if seen[o] || occ[h] >= maxOccurrences {
+			continue
+		}
+		seen[o] = true
+		occ[h]++
+		ix.post[h] = append(ix.post[h], posting{fi, o.line})
+	}
 }
 
 // Len reports the number of files indexed.
@@ -175,8 +202,14 @@ func init() {
 // winnow calls emit for each selected fingerprint of text with the
 // position of its k-gram.
 func winnow(text []byte, emit func(h uint64, pos int)) {
+	winnowHashes(kgrams(text), emit)
+}
+
+// kgrams returns the hash of every k-gram of text (none when text is
+// shorter than k).
+func kgrams(text []byte) []uint64 {
 	if len(text) < fpK {
-		return
+		return nil
 	}
 	const base = 1099511628211
 	var pow uint64 = 1
@@ -193,6 +226,16 @@ func winnow(text []byte, emit func(h uint64, pos int)) {
 	for i := 1; i < nk; i++ {
 		h = (h-uint64(text[i-1])*pow)*base + uint64(text[i+fpK-1])
 		hashes[i] = mix(h)
+	}
+	return hashes
+}
+
+// winnowHashes calls emit for the minimum of every window of w
+// consecutive hashes (the rightmost one on ties), once per run.
+func winnowHashes(hashes []uint64, emit func(h uint64, pos int)) {
+	nk := len(hashes)
+	if nk == 0 {
+		return
 	}
 	if nk <= fpW {
 		m := 0
@@ -243,15 +286,24 @@ type Match struct {
 }
 
 // Match returns the classified files text shares content with.
+//
+// The span in the file is where the shared fingerprints lie. A fingerprint
+// that occurs on several lines of a file (a repeated phrase) is placed on
+// the occurrence nearest to where the unambiguous fingerprints put the
+// excerpt, so a repeat far away does not stretch the span.
 func (ix *Index) Match(text string) []Match {
 	if ix == nil || len(ix.files) == 0 || len(text) < fpK {
 		return nil
 	}
 	n := normalize(text, ix.identNorm)
+	type hit struct {
+		textLine int
+		lines    []int32 // the file lines this fingerprint occurs on
+	}
 	type acc struct {
-		m     Match
-		seen  map[uint64]bool
-		lines map[int32]bool
+		m    Match
+		seen map[uint64]bool
+		hits []hit
 	}
 	var accs map[int32]*acc
 	winnow(n.text, func(h uint64, pos int) {
@@ -263,27 +315,67 @@ func (ix *Index) Match(text string) []Match {
 			accs = map[int32]*acc{}
 		}
 		tl := int(n.line[pos])
-		for _, p := range ps {
-			a := accs[p.file]
+		endLine := int(n.line[min(pos+fpK-1, len(n.line)-1)])
+		for i := 0; i < len(ps); {
+			f := ps[i].file
+			j := i
+			for j < len(ps) && ps[j].file == f {
+				j++
+			}
+			a := accs[f]
 			if a == nil {
-				a = &acc{m: Match{File: int(p.file), FileStart: int(p.line), FileEnd: int(p.line), TextStart: tl, TextEnd: tl},
-					seen: map[uint64]bool{}, lines: map[int32]bool{}}
-				accs[p.file] = a
+				a = &acc{m: Match{File: int(f), TextStart: tl, TextEnd: endLine}, seen: map[uint64]bool{}}
+				accs[f] = a
 			}
-			if a.seen[h] {
-				continue
+			if !a.seen[h] {
+				a.seen[h] = true
+				a.m.Matched++
+				lines := make([]int32, 0, j-i)
+				for _, p := range ps[i:j] {
+					lines = append(lines, p.line)
+				}
+				a.hits = append(a.hits, hit{tl, lines})
+				a.m.TextStart, a.m.TextEnd = min(a.m.TextStart, tl), max(a.m.TextEnd, endLine)
 			}
-			a.seen[h] = true
-			a.lines[p.line] = true
-			a.m.Matched++
-			a.m.FileStart, a.m.FileEnd = min(a.m.FileStart, int(p.line)), max(a.m.FileEnd, int(p.line))
-			endLine := int(n.line[min(pos+fpK-1, len(n.line)-1)])
-			a.m.TextStart, a.m.TextEnd = min(a.m.TextStart, tl), max(a.m.TextEnd, endLine)
+			i = j
 		}
 	})
 	var out []Match
 	for fi, a := range accs {
-		if a.m.Matched < minMatches || len(a.lines) < 2 {
+		if a.m.Matched < minMatches {
+			continue
+		}
+		// The offset from text lines to file lines, from the fingerprints
+		// that occur once in the file (or from all when none does).
+		var offs []int
+		for _, h := range a.hits {
+			if len(h.lines) == 1 {
+				offs = append(offs, int(h.lines[0])-h.textLine)
+			}
+		}
+		if len(offs) == 0 {
+			for _, h := range a.hits {
+				for _, l := range h.lines {
+					offs = append(offs, int(l)-h.textLine)
+				}
+			}
+		}
+		slices.Sort(offs)
+		off := offs[len(offs)/2]
+		lines := map[int]bool{}
+		a.m.FileStart, a.m.FileEnd = int(^uint(0)>>1), 0
+		for _, h := range a.hits {
+			want := h.textLine + off
+			best := int(h.lines[0])
+			for _, l := range h.lines[1:] {
+				if d, bd := abs(int(l)-want), abs(best-want); d < bd || d == bd && int(l) < best {
+					best = int(l)
+				}
+			}
+			lines[best] = true
+			a.m.FileStart, a.m.FileEnd = min(a.m.FileStart, best), max(a.m.FileEnd, best)
+		}
+		if len(lines) < 2 {
 			continue
 		}
 		f := ix.files[fi]
@@ -292,4 +384,11 @@ func (ix *Index) Match(text string) []Match {
 	}
 	slices.SortFunc(out, func(x, y Match) int { return x.File - y.File })
 	return out
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }

@@ -202,13 +202,13 @@ func TestRestrictedExcerptRefused(t *testing.T) {
 				}
 				n++
 				for _, h := range c.Classification {
-					// The span must point at what was read (lines 1-30). It
-					// may reach past it: fingerprints of Claude's
-					// line-numbered Read output have been seen to match
-					// 8-38 for an excerpt of 1-30 (the span is evidence for
-					// a reviewer, the refusal is the control).
+					// The span is what was read, lines 1-30: it may start
+					// a little late (lines 1-7 are too short to carry a
+					// fingerprint) but never reaches past line 30, though
+					// the file repeats phrases of the excerpt in lines
+					// 38-39 (which once stretched it to 8-38).
 					if h.Path == "secret/ledger.go" && h.Level == "restricted" && h.Action == "blocked" &&
-						h.StartLine >= 1 && h.StartLine <= 30 && h.EndLine > h.StartLine && h.EndLine <= 40 {
+						h.StartLine >= 1 && h.StartLine <= 9 && h.EndLine >= 28 && h.EndLine <= 30 {
 						refused = true
 					}
 				}
@@ -223,7 +223,7 @@ func TestRestrictedExcerptRefused(t *testing.T) {
 				t.Errorf("%s: %d requests refused for classified content, want 1 (the client retried a refusal)", a.name, n)
 			}
 			if !refused {
-				t.Errorf("no refused model.call with a blocked restricted hit on secret/ledger.go overlapping lines 1-30: %+v", classCalls(t, evs))
+				t.Errorf("no refused model.call with a blocked restricted hit on secret/ledger.go spanning lines 1-30 (start by 9, end 28-30): %+v", classCalls(t, evs))
 			}
 
 			d := dataFlow(t, e, r)
