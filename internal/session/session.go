@@ -266,6 +266,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			o.Notify(l)
 		}
 	}
+	// The disk watch measures its baseline before the agent can write.
+	var disk *diskWatch
+	if d := prof.Limits.Disk; d > 0 {
+		disk = newDiskWatch(ws.Copy, d)
+		if w := disk.Warning(); w != "" {
+			log.Warn("disk limit", "warning", w)
+			if o.Notify != nil {
+				o.Notify("warning: " + w)
+			}
+		}
+	}
 	sb, err := sandbox.Start(ctx, cfg)
 	if err != nil {
 		return fail(fmt.Errorf("start sandbox: %w", err))
@@ -299,13 +310,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(err)
 	}
 
-	if d := prof.Limits.Disk; d > 0 {
-		go watchDisk(ctx, ws.Copy, d, stopFwd, func(size int64) {
+	if disk != nil {
+		d := disk.max
+		go disk.run(ctx, stopFwd, func(size int64) {
+			// Stop the writer first; the record follows.
+			_ = sb.Signal(killSignal)
 			rec.addBlocked(Blocked{Kind: "limit", What: "workspace disk", Reason: fmt.Sprintf("the workspace grew by %d bytes, over limits.disk %d", size, d)})
 			_ = rec.append(context.WithoutCancel(ctx), "limit", "deny", "enclave", map[string]any{
 				"limit": "disk", "max": d, "grown": size, "action": "session killed",
 			})
-			_ = sb.Signal(killSignal)
 		})
 	}
 
@@ -634,30 +647,6 @@ func (r *recorder) DNSQuery(ctx context.Context, q egress.DNSQuery) error {
 
 // diskInterval is how often the workspace's growth is measured.
 const diskInterval = 250 * time.Millisecond
-
-// watchDisk kills the session (through over) when the workspace copy grows
-// by more than max bytes over its size at the start. There is no quota on
-// the host file system, so growth is measured by walking the copy (never
-// following a symlink); between two walks the agent can exceed the limit by
-// what it writes in that time, which the file size rlimit bounds per file.
-func watchDisk(ctx context.Context, dir string, max int64, stop <-chan struct{}, over func(grown int64)) {
-	base := treeSize(dir)
-	t := time.NewTicker(diskInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-stop:
-			return
-		case <-t.C:
-			if grown := treeSize(dir) - base; grown > max {
-				over(grown)
-				return
-			}
-		}
-	}
-}
 
 // treeSize is the bytes allocated to files under dir, counted by blocks so
 // sparse files count for what they hold on disk.

@@ -1039,8 +1039,10 @@ func TestWorkspaceDiskLimit(t *testing.T) {
 		return nil
 	})
 	t.Logf("the workspace copy holds %d MiB after the fill", total>>20)
-	if total > 24<<20 {
-		knownBug(t, "limits.disk is only enforced by a watchdog: with disk: 16MiB the agent grew the workspace copy on the host disk to %d MiB (the probe stopped itself at 64) before the 250 ms check killed the session; without a host quota or a size-limited mount a fast writer overshoots", total>>20)
+	// inotify stops the writer within milliseconds: allow 4 MiB past the
+	// limit (the walk alone let it reach the probe's own 64 MiB cap).
+	if total > 20<<20 {
+		t.Errorf("limits.disk 16MiB: the agent grew the workspace copy on the host disk to %d MiB before the session was stopped", total>>20)
 	}
 }
 

@@ -1,0 +1,102 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestDiskWatchStopsAFastWriter writes as fast as it can into a directory
+// created after the watch started and checks how far past the limit the
+// copy grew before the watch called over. The walk alone (every 250 ms)
+// let a writer overshoot by tens of MiB.
+func TestDiskWatchStopsAFastWriter(t *testing.T) {
+	root := t.TempDir()
+	os.WriteFile(filepath.Join(root, "existing"), bytes.Repeat([]byte("x"), 1<<20), 0o644)
+	const limit = 4 << 20
+	d := newDiskWatch(root, limit)
+	if w := d.Warning(); w != "" {
+		t.Logf("warning: %s", w)
+	}
+	if d.base < 1<<20 {
+		t.Fatalf("baseline %d bytes, want the existing MiB counted", d.base)
+	}
+	var stopped atomic.Bool
+	var grownAt atomic.Int64
+	stop := make(chan struct{})
+	defer close(stop)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.run(context.Background(), stop, func(g int64) {
+			grownAt.Store(g)
+			stopped.Store(true)
+		})
+	}()
+	dir := filepath.Join(root, "new", "deeper")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(dir, "fill"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := bytes.Repeat([]byte("y"), 64<<10)
+	written := int64(0)
+	deadline := time.Now().Add(10 * time.Second)
+	for !stopped.Load() && written < 256<<20 && time.Now().Before(deadline) {
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+		written += int64(len(chunk))
+	}
+	<-done
+	if !stopped.Load() {
+		t.Fatalf("wrote %d MiB past a %d MiB limit and the watch never fired", written>>20, limit>>20)
+	}
+	over := written - limit
+	t.Logf("over called at %d bytes grown; the writer had written %d bytes (%d KiB past the limit)", grownAt.Load(), written, over>>10)
+	if over > 2<<20 {
+		t.Errorf("the writer got %d KiB past the limit before the watch fired; want under 2 MiB", over>>10)
+	}
+}
+
+// TestDiskWatchCountsDeletes: deleting files gives the room back, and a
+// directory tree moved away stops counting.
+func TestDiskWatchCountsDeletes(t *testing.T) {
+	root := t.TempDir()
+	d := newDiskWatch(root, 1<<30)
+	os.MkdirAll(filepath.Join(root, "a", "b"), 0o755)
+	// Let the watcher see the new directories before files appear in them
+	// (addTree rescans a new directory anyway).
+	os.WriteFile(filepath.Join(root, "a", "b", "f"), bytes.Repeat([]byte("z"), 1<<20), 0o644)
+	os.WriteFile(filepath.Join(root, "g"), bytes.Repeat([]byte("z"), 1<<20), 0o644)
+	drain := func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := unix.Read(d.fd, buf)
+			if n <= 0 || err != nil {
+				return
+			}
+			d.handle(buf[:n])
+		}
+	}
+	drain()
+	if g := d.grown(); g < 2<<20 {
+		t.Fatalf("grown = %d after writing 2 MiB", g)
+	}
+	os.Remove(filepath.Join(root, "g"))
+	os.RemoveAll(filepath.Join(root, "a"))
+	drain()
+	if g := d.grown(); g != 0 {
+		t.Fatalf("grown = %d after deleting everything written, want 0", g)
+	}
+}
+
