@@ -99,4 +99,3 @@ func TestDiskWatchCountsDeletes(t *testing.T) {
 		t.Fatalf("grown = %d after deleting everything written, want 0", g)
 	}
 }
-
