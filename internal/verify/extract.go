@@ -13,20 +13,23 @@ import (
 // through an os.Root, so no path or symlink in the tree can make a write
 // land outside it. Symlinks are created as links (the tests may need
 // them) but never followed here; submodules are left out.
-func extract(c *changeSet, dir string) error {
+func extract(c *changeSet, dir string) error { return extractTree(c, c.head, dir) }
+
+// extractTree writes tree (c.head or c.base) into dir, as extract does.
+func extractTree(c *changeSet, tree map[string]entry, dir string) error {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return fmt.Errorf("open %q: %w", dir, err)
 	}
 	defer root.Close()
-	paths := make([]string, 0, len(c.head))
-	for p := range c.head {
+	paths := make([]string, 0, len(tree))
+	for p := range tree {
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
 	made := map[string]bool{".": true}
 	for _, p := range paths {
-		e := c.head[p]
+		e := tree[p]
 		if !validTreePath(p) {
 			return fmt.Errorf("tree path %q is not a clean relative path", p)
 		}

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,7 +25,7 @@ func TestGosecFakeRunner(t *testing.T) {
 	report := `{"Issues":[
 {"severity":"MEDIUM","confidence":"HIGH","rule_id":"G204","details":"Subprocess launched with a potential tainted input","file":"/work/cmd/x/main.go","line":"9"},
 {"severity":"LOW","confidence":"HIGH","rule_id":"G104","details":"unchanged line","file":"/work/old.go","line":"1"},
-{"severity":"LOW","confidence":"HIGH","rule_id":"G104","details":"not an added line","file":"/work/cmd/x/main.go","line":"12-13"}]}`
+{"severity":"LOW","confidence":"HIGH","rule_id":"G104","details":"unchanged file","file":"/work/old.go","line":"1-2"}]}`
 	var argv []string
 	for _, c := range []struct {
 		name   string
@@ -78,6 +79,84 @@ func TestGosecFakeRunner(t *testing.T) {
 	}
 }
 
+// New findings only: the base is analysed too, and a head finding with
+// the same rule on the same line text of the same file (moved lines, a
+// renamed file) is the base's, not the agent's. A finding on an unchanged
+// line that the change caused is new.
+func TestGosecNewOnly(t *testing.T) {
+	oldSrc := "package main\n\nimport \"os/exec\"\n\nfunc run(c string) { _ = exec.Command(c).Run() }\n"
+	base := map[string]string{"go.mod": goMod, "a/run.go": oldSrc, "b/keep.go": "package b\n\nvar X = 1\n"}
+	edits := map[string]string{
+		// The old finding moves down two lines; a new one is added.
+		"a/run.go": "package main\n\n// Run runs.\n//\nimport \"os/exec\"\n\nfunc run(c string) { _ = exec.Command(c).Run() }\n\nfunc run2(c string) { _ = exec.Command(\"sh\", \"-c\", c).Run() }\n",
+		// Renamed with its old finding.
+		"b/keep.go": "", "c/keep.go": "package b\n\nvar X = 1\n",
+	}
+	fx := newFixture(t, base, edits)
+	withGosec(t, "/opt/fake/gosec", nil)
+	issue := func(rule, file, line string) string {
+		return `{"severity":"MEDIUM","confidence":"HIGH","rule_id":"` + rule + `","details":"d","file":"/work/` + file + `","line":"` + line + `"}`
+	}
+	var baseRuns int
+	var basePkgs string
+	runner := &fakeRunner{run: func(spec RunSpec) (RunResult, error) {
+		if spec.Tool == "" {
+			return RunResult{}, nil // go vet
+		}
+		var rep string
+		if strings.Contains(spec.Dir, "enclave-verify-base-") {
+			baseRuns++
+			basePkgs = strings.Join(spec.Argv[5:], " ")
+			if _, err := os.Stat(filepath.Join(spec.Dir, "b", "keep.go")); err != nil {
+				t.Errorf("base tree lacks b/keep.go: %v", err)
+			}
+			rep = `{"Issues":[` + issue("G204", "a/run.go", "5") + `,` + issue("G999", "b/keep.go", "3") + `]}`
+		} else {
+			rep = `{"Issues":[` + issue("G204", "a/run.go", "7") + `,` + issue("G204", "a/run.go", "9") + `,` +
+				issue("G999", "c/keep.go", "3") + `,` + issue("G307", "a/run.go", "1") + `]}`
+		}
+		os.WriteFile(filepath.Join(spec.Dir, gosecOut), []byte(rep), 0o644)
+		return RunResult{}, nil
+	}}
+	r, err := Run(context.Background(), Options{GitDir: fx.gitDir, Base: fx.base, Head: fx.head, Config: offline(), Sandbox: runner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range r.Findings {
+		if strings.HasPrefix(f.Rule, "gosec-") {
+			got = append(got, fmt.Sprintf("%s@%s:%d", f.Rule, f.File, f.Line))
+		}
+	}
+	if want := "gosec-G307@a/run.go:1,gosec-G204@a/run.go:9"; strings.Join(got, ",") != want {
+		t.Errorf("gosec findings = %v, want %s", got, want)
+	}
+	if baseRuns != 1 || basePkgs != "./a ./b" {
+		t.Errorf("base runs = %d on %q, want 1 on \"./a ./b\"", baseRuns, basePkgs)
+	}
+	if len(r.Tools) != 1 || r.Tools[0].Name != "gosec" || r.Tools[0].Status != "ran" || r.Tools[0].Pinned != GosecVersion {
+		t.Errorf("tools = %+v, want gosec ran", r.Tools)
+	}
+}
+
+// Without gosec the report says so; the result is not affected.
+func TestGosecNotInstalled(t *testing.T) {
+	fx := newFixture(t, map[string]string{"go.mod": goMod}, map[string]string{"a.go": "package main\n\nfunc main() {}\n"})
+	withGosec(t, "", errors.New("not found"))
+	r := runFixture(t, fx, offline())
+	if len(r.Tools) != 1 || r.Tools[0].Status != "not-installed" || !strings.Contains(r.Tools[0].Detail, GosecVersion) {
+		t.Errorf("tools = %+v, want gosec not-installed naming %s", r.Tools, GosecVersion)
+	}
+	if r.Result != Pass {
+		t.Errorf("result = %s, want pass", r.Result)
+	}
+	var b strings.Builder
+	r.WriteSummary(&b)
+	if !strings.Contains(b.String(), "tool gosec: not-installed") {
+		t.Errorf("summary does not say gosec was not run:\n%s", b.String())
+	}
+}
+
 // A gosec report the agent committed into the tree is never read as the
 // result: the file is removed before gosec runs.
 func TestGosecPlantedReport(t *testing.T) {
@@ -121,5 +200,16 @@ func TestGosecReal(t *testing.T) {
 	}
 	if r.Result != Pass {
 		t.Errorf("clean change with gosec: result %s, findings %+v", r.Result, r.Findings)
+	}
+	// The base's finding, moved with its function into a new file of
+	// another package (all its lines added), is not the agent's.
+	moved := "package tool\n\nimport (\n\t\"fmt\"\n\t\"os\"\n\t\"os/exec\"\n)\n\n// Run runs the first argument.\nfunc Run() {\n\tfmt.Println(\"running\")\n\t_ = exec.Command(os.Args[1]).Run()\n\tfmt.Println(\"done\")\n}\n"
+	fx = newFixture(t, map[string]string{"go.mod": goMod, "main.go": gosecSrc}, map[string]string{"main.go": "package main\n\nfunc main() {}\n", "tool/tool.go": moved})
+	r, err = Run(context.Background(), Options{GitDir: fx.gitDir, Base: fx.base, Head: fx.head, Config: offline(), Sandbox: &SandboxRunner{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Result != Pass || len(r.Tools) != 1 || r.Tools[0].Status != "ran" || r.Tools[0].Version != GosecVersion {
+		t.Errorf("moved base finding: result %s, tools %+v, findings %+v", r.Result, r.Tools, r.Findings)
 	}
 }

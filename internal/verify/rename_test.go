@@ -101,3 +101,32 @@ func TestSimilarity(t *testing.T) {
 		}
 	}
 }
+
+// Code moved from one file to another keeps its existing static findings
+// off the agent's account; the same code added a second time does not.
+func TestStaticMovedCode(t *testing.T) {
+	tlsLine := "var cfg = &tls.Config{InsecureSkipVerify: true}\n"
+	old := "package a\n\nimport \"crypto/tls\"\n\n" + tlsLine
+	fresh := "package b\n\nimport (\n\t\"crypto/tls\"\n\t\"fmt\"\n)\n\n// Print prints.\nfunc Print() { fmt.Println(cfg) }\n\n" + tlsLine
+	for _, tt := range []struct {
+		name  string
+		edits map[string]string
+		want  int
+	}{
+		{"moved", map[string]string{"a/a.go": "", "b/b.go": fresh}, 0},
+		{"copied", map[string]string{"b/b.go": fresh}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runFixture(t, newFixture(t, map[string]string{"go.mod": goMod, "a/a.go": old}, tt.edits), offline())
+			n := 0
+			for _, f := range r.Findings {
+				if f.Rule == "insecure-tls" {
+					n++
+				}
+			}
+			if n != tt.want {
+				t.Errorf("insecure-tls findings = %d, want %d; findings %+v", n, tt.want, r.Findings)
+			}
+		})
+	}
+}

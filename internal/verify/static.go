@@ -22,10 +22,22 @@ type astFinding struct {
 }
 
 // astChecks runs the built-in Go rules on each changed Go file at base and
-// head and keeps the head findings not present at base (matched by rule,
-// file and normalised line text, counting duplicates).
+// head and keeps the head findings not present at base: matched by rule
+// and normalised line text against the base versions of every changed or
+// deleted Go file (so code moved between files is not blamed on the
+// agent), each base finding used once.
 func astChecks(c *changeSet) []Finding {
 	var out []Finding
+	seen := map[string]int{}
+	for _, f := range c.files {
+		if !strings.HasSuffix(f.Path, ".go") && !strings.HasSuffix(f.OldPath, ".go") || f.Binary || f.Huge {
+			continue
+		}
+		base, _ := goRules(f.Old)
+		for _, b := range base {
+			seen[b.rule+"\x00"+b.text]++
+		}
+	}
 	for _, f := range c.files {
 		if !strings.HasSuffix(f.Path, ".go") || f.Status == "deleted" || f.Binary || f.Huge || f.isSymlink() {
 			continue
@@ -34,11 +46,6 @@ func astChecks(c *changeSet) []Finding {
 		if err != nil {
 			out = append(out, Finding{Rule: "could-not-analyse", File: f.Path, Message: scrubLine("Go file does not parse: " + clip(err.Error(), 200))})
 			continue
-		}
-		base, _ := goRules(f.Old)
-		seen := map[string]int{}
-		for _, b := range base {
-			seen[b.rule+"\x00"+b.text]++
 		}
 		for _, h := range head {
 			k := h.rule + "\x00" + h.text

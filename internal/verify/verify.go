@@ -145,6 +145,8 @@ type Report struct {
 	Metrics      *Metrics      `json:"metrics,omitempty"`
 	Dependencies []DepChange   `json:"dependencies"`
 	Tests        *TestRun      `json:"tests,omitempty"`
+	// Tools lists the optional external analysers and whether they ran.
+	Tools []ToolRun `json:"tools"`
 }
 
 // Options are the inputs of [Run].
@@ -197,6 +199,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		Findings:     []Finding{},
 		Allowlisted:  []Allowed{},
 		Dependencies: []DepChange{},
+		Tools:        []ToolRun{},
 	}
 	prog := &progress{w: opts.Progress}
 
@@ -275,7 +278,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		if err != nil {
 			return f, err
 		}
-		return append(f, goSec(ctx, ch, workdir, cfg, opts.Sandbox)...), nil
+		gf, tr := goSec(ctx, ch, workdir, cfg, opts.Sandbox)
+		mu.Lock()
+		r.Tools = append(r.Tools, tr)
+		mu.Unlock()
+		return append(f, gf...), nil
 	})
 	// Tests write into the tree; run them after go vet read it.
 	wg.Wait()
@@ -440,6 +447,16 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	}
 	for _, a := range r.Allowlisted {
 		b.WriteString(scrubLine(fmt.Sprintf("  [allowlisted] %s/%s %s:%d: %s", a.Finding.Check, a.Finding.Rule, a.Finding.File, a.Finding.Line, a.Reason)) + "\n")
+	}
+	for _, t := range r.Tools {
+		line := fmt.Sprintf("tool %s: %s", t.Name, t.Status)
+		if t.Version != "" {
+			line += " (" + t.Version + ")"
+		}
+		if t.Detail != "" {
+			line += ": " + clip(t.Detail, 200)
+		}
+		b.WriteString(scrubLine(line) + "\n")
 	}
 	if r.Tests != nil {
 		fmt.Fprintf(&b, "tests: %s (%s) in %.1f s\n", scrubLine(r.Tests.Command), r.Tests.Outcome, r.Tests.Duration/1000)
