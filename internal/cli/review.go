@@ -385,8 +385,9 @@ with your key. The policy decides first (enclave.cedar and the built-in
 rules: agents never approve, separation of duties, owners of protected
 paths, the verification gate); every decision is on the audit record. An
 approval counts only while the session's branch stays at that head. With
-merge: {auto: true} in enclave.review.yaml, the approval that makes the
-approvals sufficient also merges (as enclave merge, in your name).`, "    enclave approve last\n    enclave approve -m \"checked the migration\" s-20261124-150405-a1b2c3")
+merge: {auto: true} in enclave.review.yaml (for every tier, or one tier's
+tiers.<tier>.merge), the approval that makes the approvals sufficient also
+merges (as enclave merge, in your name).`, "    enclave approve last\n    enclave approve -m \"checked the migration\" s-20261124-150405-a1b2c3")
 	note := fs.String("m", "", "a `note` recorded with the approval")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -464,8 +465,9 @@ func (e *Env) mergeCmd(ctx context.Context, args []string) error {
 	fs := e.newFlagSet("merge", "merge SESSION", `Merge brings an approved session's change into your repository: it fetches
 the agent's commit from enclave's shadow repository (objects only; nothing
 from the agent's copy runs), creates the branch enclave/<session> (or,
-with merge.mode: target in enclave.review.yaml, merges into the target
-branch with your git identity and signing), and attaches the signed
+with merge.mode: target in enclave.review.yaml, or a tier's
+tiers.<tier>.merge, merges into the target branch with your git identity
+and signing), and attaches the signed
 approvals as a git note on refs/notes/enclave. Running it again is a no-op.`, "    enclave merge last\n    git log --notes=enclave enclave/<session>")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -81,7 +81,9 @@ type Case struct {
 	Moved bool
 	Tree  string
 
-	Config   *Config
+	Config *Config
+	// Merge is where and how this session merges: Config.MergeFor its tier.
+	Merge    MergeConfig
 	Owners   *Owners
 	Engine   *authz.Engine
 	TierName string
@@ -139,6 +141,7 @@ func (r *Reviewer) Open(ctx context.Context, s *store.Session) (*Case, error) {
 	if c.TierName, c.Tier, err = c.Config.TierOf(c.Summary); err != nil {
 		return nil, err
 	}
+	c.Merge = c.Config.MergeFor(c.TierName)
 	for _, f := range c.Change.Files {
 		c.Paths = append(c.Paths, f.Path)
 		if f.OldPath != "" {
@@ -386,6 +389,7 @@ func (r *Reviewer) SetTier(ctx context.Context, who authz.Principal, s *store.Se
 		return nil, err
 	}
 	c.TierName, c.Tier = tier, c.Config.Tiers[tier]
+	c.Merge = c.Config.MergeFor(tier)
 	return c, r.save(ctx, c)
 }
 
@@ -678,7 +682,7 @@ func (r *Reviewer) ensureMerged(ctx context.Context, c *Case, approvals []Approv
 	case strings.TrimSpace(string(cur)) != c.Head:
 		return nil, fmt.Errorf("%s already exists in %s at %s, not at the approved %s; rename or delete it first", res.Ref, repo, strings.TrimSpace(string(cur)), c.Head)
 	}
-	if c.Config.Merge.Mode == MergeTarget {
+	if c.Merge.Mode == MergeTarget {
 		m, did, err := r.mergeTarget(ctx, c)
 		if err != nil {
 			return nil, err
@@ -705,17 +709,17 @@ func (r *Reviewer) ensureMerged(ctx context.Context, c *Case, approvals []Approv
 }
 
 // AutoMerge merges the session when enclave.review.yaml says merge.auto
-// and the approvals are now sufficient (state approved); who is the person
+// (tiers.<tier>.merge.auto, else the top-level merge.auto) and the approvals are now sufficient (state approved); who is the person
 // whose action completed them, and the merge decision is put to the policy
 // in their name like any merge. It returns nil, nil when auto merge is off
 // or the session is not (yet) approved; a merged session is a no-op.
 func (r *Reviewer) AutoMerge(ctx context.Context, who authz.Principal, c *Case) (*MergeResult, error) {
-	if c == nil || !c.Config.Merge.Auto || c.State() != StateApproved {
+	if c == nil || !c.Merge.Auto || c.State() != StateApproved {
 		return nil, nil
 	}
 	_, res, err := r.Merge(ctx, who, c.Session)
 	if err != nil {
-		return nil, fmt.Errorf("automatic merge (merge.auto in %s): %w", c.Config.Source, err)
+		return nil, fmt.Errorf("automatic merge (merge.auto for tier %s in %s): %w", c.TierName, c.Config.Source, err)
 	}
 	return res, nil
 }
@@ -728,7 +732,7 @@ func (r *Reviewer) AutoMerge(ctx context.Context, who authz.Principal, c *Case) 
 // the work tree look like it reverted the change).
 func (r *Reviewer) mergeTarget(ctx context.Context, c *Case) (string, bool, error) {
 	g, repo := r.Git, c.Repo
-	target := "refs/heads/" + c.Config.Merge.Target
+	target := "refs/heads/" + c.Merge.Target
 	old, err := g.ResolveCommit(ctx, repo, target)
 	if err != nil {
 		return "", false, fmt.Errorf("merge target %s: %w", target, err)
@@ -741,11 +745,11 @@ func (r *Reviewer) mergeTarget(ctx context.Context, c *Case) (string, bool, erro
 		return "", false, err
 	}
 	if slices.Contains(strings.Split(string(wt), "\n"), "branch "+target) {
-		return "", false, fmt.Errorf("%s is checked out; merge enclave/%s yourself (git merge enclave/%s) or set merge.mode: branch", c.Config.Merge.Target, c.Session.ID, c.Session.ID)
+		return "", false, fmt.Errorf("%s is checked out; merge enclave/%s yourself (git merge enclave/%s) or set merge.mode: branch", c.Merge.Target, c.Session.ID, c.Session.ID)
 	}
 	out, err := g.user(ctx, repo, nil, "merge-tree", "--write-tree", "--no-messages", old, c.Head)
 	if err != nil {
-		return "", false, fmt.Errorf("merge enclave/%s into %s: conflicts; merge it yourself: %w", c.Session.ID, c.Config.Merge.Target, err)
+		return "", false, fmt.Errorf("merge enclave/%s into %s: conflicts; merge it yourself: %w", c.Session.ID, c.Merge.Target, err)
 	}
 	tree := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
 	args := []string{"commit-tree", tree, "-p", old, "-p", c.Head, "-m", fmt.Sprintf("Merge enclave session %s\n\nEnclave-Session: %s\nEnclave-Attested-Commit: %s", c.Session.ID, c.Session.ID, c.Head)}

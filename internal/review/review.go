@@ -137,6 +137,16 @@ type Tier struct {
 	// should run with ("" means the default profile). enclave run applies
 	// it once it takes --tier; review only reports it.
 	Profile string `yaml:"profile" json:"profile,omitempty"`
+	// Merge, when set, overrides the top-level merge section for sessions
+	// of this tier; keys it leaves out are inherited from there.
+	Merge *TierMerge `yaml:"merge" json:"merge,omitempty"`
+}
+
+// TierMerge is a tier's merge settings.
+type TierMerge struct {
+	Mode   string `yaml:"mode" json:"mode,omitempty"`
+	Target string `yaml:"target" json:"target,omitempty"`
+	Auto   *bool  `yaml:"auto" json:"auto,omitempty"`
 }
 
 // MergeConfig says where an approved change goes.
@@ -254,17 +264,63 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 	}
 	c.Merge.Target = raw.Merge.Target
 	c.Merge.Auto = raw.Merge.Auto
-	switch c.Merge.Mode {
-	case MergeBranch:
-	case MergeTarget:
-		if c.Merge.Target == "" || strings.HasPrefix(c.Merge.Target, "-") || strings.ContainsAny(c.Merge.Target, " ~^:?*[\\") {
-			return nil, bad("merge.target must name a branch when merge.mode is target, not %q", c.Merge.Target)
+	if err := checkMerge("merge", c.Merge); err != nil {
+		return nil, bad("%v", err)
+	}
+	for _, k := range names {
+		t := c.Tiers[k]
+		if t.Merge == nil {
+			continue
 		}
-	default:
-		return nil, bad("merge.mode must be branch or target, not %q", c.Merge.Mode)
+		if t.Merge.Mode != "" && t.Merge.Mode != MergeBranch && t.Merge.Mode != MergeTarget {
+			return nil, bad("tiers.%s.merge.mode must be branch or target, not %q", k, t.Merge.Mode)
+		}
+		m := c.MergeFor(k)
+		if t.Merge.Target != "" && m.Mode != MergeTarget {
+			return nil, bad("tiers.%s.merge.target is set but the tier merges to a branch; add mode: target", k)
+		}
+		if err := checkMerge("tiers."+k+".merge", m); err != nil {
+			return nil, bad("%v", err)
+		}
 	}
 	c.Source, c.Hash = name, sha256Hex(data)
 	return c, nil
+}
+
+func checkMerge(key string, m MergeConfig) error {
+	switch m.Mode {
+	case MergeBranch:
+	case MergeTarget:
+		if m.Target == "" || strings.HasPrefix(m.Target, "-") || strings.ContainsAny(m.Target, " ~^:?*[\\") {
+			return fmt.Errorf("%s.target must name a branch when %s.mode is target, not %q", key, key, m.Target)
+		}
+	default:
+		return fmt.Errorf("%s.mode must be branch or target, not %q", key, m.Mode)
+	}
+	return nil
+}
+
+// MergeFor is where and how sessions of tier merge: the top-level merge
+// section with the tier's own merge keys over it.
+func (c *Config) MergeFor(tier string) MergeConfig {
+	m := c.Merge
+	t, ok := c.Tiers[tier]
+	if !ok || t.Merge == nil {
+		return m
+	}
+	if t.Merge.Mode != "" {
+		m.Mode = t.Merge.Mode
+		if m.Mode == MergeBranch {
+			m.Target = ""
+		}
+	}
+	if t.Merge.Target != "" {
+		m.Target = t.Merge.Target
+	}
+	if t.Merge.Auto != nil {
+		m.Auto = *t.Merge.Auto
+	}
+	return m
 }
 
 // TierNames lists the tiers, sorted.

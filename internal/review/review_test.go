@@ -37,12 +37,48 @@ func TestParseConfig(t *testing.T) {
 		{"version: 1\nmerge: {mode: target}\n", "merge.target must name a branch"},
 		{"version: 1\nmerge: {mode: target, target: -x}\n", "merge.target must name a branch"},
 		{"version: 1\nmerge: {mode: squash}\n", "merge.mode must be branch or target"},
+		{"version: 1\ntiers:\n  x: {approvals: 1, gate: none, merge: {mode: squash}}\n", "tiers.x.merge.mode must be branch or target"},
+		{"version: 1\ntiers:\n  x: {approvals: 1, gate: none, merge: {mode: target}}\n", "tiers.x.merge.target must name a branch"},
+		{"version: 1\ntiers:\n  x: {approvals: 1, gate: none, merge: {target: release}}\n", "tiers.x.merge.target is set but the tier merges to a branch"},
+		{"version: 1\ntiers:\n  x: {approvals: 1, gate: none, merge: {auto: maybe}}\n", "cannot unmarshal"},
 		{"version: 1\ntiers:\n  a: &x {approvals: 1, gate: pass}\n  b: *x\n", "aliases"},
 	} {
 		_, err := ParseConfig("r.yaml", []byte(tt.text))
 		if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("ParseConfig(%q) error = %v, want %q", tt.text, err, tt.want)
 		}
+	}
+}
+
+// Per-tier merge settings override the top-level merge section key by key.
+func TestMergeFor(t *testing.T) {
+	c, err := ParseConfig("r.yaml", []byte(`version: 1
+tiers:
+  docs-tests: {approvals: 1, gate: none, merge: {auto: true}}
+  routine: {approvals: 1, gate: no-fail, merge: {auto: true, mode: target, target: next}}
+  sensitive: {approvals: 2, gate: pass, separation_of_duties: true, merge: {auto: false}}
+  hotfix: {approvals: 1, gate: pass, merge: {mode: branch}}
+merge: {mode: target, target: main, auto: true}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		tier string
+		want MergeConfig
+	}{
+		{"docs-tests", MergeConfig{Mode: MergeTarget, Target: "main", Auto: true}},
+		{"routine", MergeConfig{Mode: MergeTarget, Target: "next", Auto: true}},
+		{"sensitive", MergeConfig{Mode: MergeTarget, Target: "main", Auto: false}},
+		{"hotfix", MergeConfig{Mode: MergeBranch, Auto: true}},
+		{"unknown", MergeConfig{Mode: MergeTarget, Target: "main", Auto: true}},
+	} {
+		if got := c.MergeFor(tt.tier); got != tt.want {
+			t.Errorf("MergeFor(%s) = %+v, want %+v", tt.tier, got, tt.want)
+		}
+	}
+	if got := DefaultConfig().MergeFor(TierRoutine); got != (MergeConfig{Mode: MergeBranch}) {
+		t.Errorf("default MergeFor(routine) = %+v, want branch, manual", got)
 	}
 }
 

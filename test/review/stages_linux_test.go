@@ -270,3 +270,55 @@ func TestMergeTargetSigned(t *testing.T) {
 		t.Fatalf("main moved on a refused merge: %s -> %s", mainBefore, got)
 	}
 }
+
+// Per-tier merge settings: a tier can merge automatically to a branch,
+// another automatically into a target branch, a third waits for enclave
+// merge, all from one enclave.review.yaml.
+func TestAutoMergePerTier(t *testing.T) {
+	f := newFixture(t)
+	f.git(f.repo, "branch", "release")
+	write(t, filepath.Join(f.repo, review.ConfigFile), `version: 1
+tiers:
+  docs-tests: {approvals: 1, gate: none, merge: {auto: true}}
+  routine: {approvals: 1, gate: none, merge: {auto: true, mode: target, target: release}}
+  sensitive: {approvals: 1, gate: none, separation_of_duties: true}
+merge: {mode: branch}
+`)
+	branch := func(id string) bool {
+		_, err := exec.Command("git", "-C", f.repo, "rev-parse", "--verify", "--quiet", "refs/heads/enclave/"+id).Output()
+		return err == nil
+	}
+	release := f.git(f.repo, "rev-parse", "release")
+
+	docs := f.runAgent(`printf '# demo\n\ndocs\n' > README.md`, "docs-tests")
+	out := f.must("bob", "approve", docs)
+	if !strings.Contains(out, "merged") || strings.Contains(out, "into the target") || !branch(docs) {
+		t.Fatalf("docs-tests approval = %q, branch %v: want an automatic merge to enclave/%s only", out, branch(docs), docs)
+	}
+	if got := f.git(f.repo, "rev-parse", "release"); got != release {
+		t.Fatalf("release moved on a branch-mode tier: %s -> %s", release, got)
+	}
+	f.must("", "attest", "verify", "enclave/"+docs)
+
+	routine := f.runAgent(`printf 'routine\n' > routine.txt`, "routine")
+	out = f.must("bob", "approve", routine)
+	if !strings.Contains(out, "into the target") {
+		t.Fatalf("routine approval = %q: want an automatic merge into release", out)
+	}
+	if got := f.git(f.repo, "show", "release:routine.txt"); got != "routine" {
+		t.Fatalf("release:routine.txt = %q", got)
+	}
+	f.must("", "attest", "verify", "enclave/"+routine)
+
+	sens := f.runAgent(`printf 'sensitive\n' > sensitive.txt`, "sensitive")
+	out = f.must("bob", "approve", sens)
+	if strings.Contains(out, "merged") || branch(sens) {
+		t.Fatalf("sensitive approval = %q, branch %v: the tier has no automatic merge", out, branch(sens))
+	}
+	if out := f.must("bob", "merge", sens); !strings.Contains(out, "merged") || !branch(sens) {
+		t.Fatalf("merge of the sensitive session = %q", out)
+	}
+	if got := f.git(f.repo, "rev-parse", "release"); strings.Contains(f.git(f.repo, "log", "--format=%H", got), f.git(f.repo, "rev-parse", "enclave/"+sens)) {
+		t.Fatal("the sensitive session landed on release; its tier merges to a branch")
+	}
+}
