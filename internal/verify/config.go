@@ -49,6 +49,9 @@ type Config struct {
 	// ComplexityLimit is the cyclomatic complexity above which a grown Go
 	// function gets a finding; 0 means 15.
 	ComplexityLimit int `json:"complexity_limit,omitempty"`
+	// ChurnWindow is how recent a base line must be for rewriting it to
+	// count as churn; 0 means 21 days, negative turns the blame off.
+	ChurnWindow time.Duration `json:"churn_window,omitempty"`
 	// SecretRules replaces the built-in secret rules (gitleaks TOML).
 	SecretRules []byte `json:"-"`
 }
@@ -158,6 +161,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ComplexityLimit == 0 {
 		c.ComplexityLimit = 15
+	}
+	if c.ChurnWindow == 0 {
+		c.ChurnWindow = 21 * 24 * time.Hour
 	}
 	return c, nil
 }

@@ -201,10 +201,12 @@ func (f *fileChange) isSymlink() bool { return f.NewMode == "120000" }
 
 // changeSet is the change as the checks see it.
 type changeSet struct {
-	repo  *repo
-	base  map[string]entry
-	head  map[string]entry
-	files []*fileChange
+	repo *repo
+	// baseID and headID are the commits compared.
+	baseID, headID string
+	base           map[string]entry
+	head           map[string]entry
+	files          []*fileChange
 	// notes are findings about the change itself (binary, huge files).
 	notes []Finding
 	max   int64
@@ -256,7 +258,7 @@ func loadChange(ctx context.Context, r *repo, base, head string, cfg Config) (*c
 	if err != nil {
 		return nil, err
 	}
-	c := &changeSet{repo: r, base: bt, head: ht, max: cfg.MaxFileSize}
+	c := &changeSet{repo: r, baseID: base, headID: head, base: bt, head: ht, max: cfg.MaxFileSize}
 	var added, deleted []string
 	for p, e := range ht {
 		if o, ok := bt[p]; !ok {

@@ -28,6 +28,13 @@ type Metrics struct {
 	FilesOutsideScope int     `json:"files_outside_scope"`
 	TestsDeleted      int     `json:"tests_deleted"`
 	TestsSkipped      int     `json:"tests_skipped"`
+	// Churn: see churn.go and REPORT.md.
+	ChurnSessionLines int     `json:"churn_session_lines"`
+	SessionSnapshots  int     `json:"session_snapshots"`
+	ChurnRecentLines  int     `json:"churn_recent_lines"`
+	ChurnRecentRatio  float64 `json:"churn_recent_ratio"`
+	ChurnWindowDays   int     `json:"churn_window_days"`
+	ChurnPartial      bool    `json:"churn_partial,omitempty"`
 	// Functions lists changed Go functions whose complexity changed.
 	Functions []FuncComplexity `json:"functions,omitempty"`
 }

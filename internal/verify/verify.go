@@ -263,6 +263,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	})
 	run(CheckQuality, func() ([]Finding, error) {
 		f, m := quality(ch, cfg)
+		churn(ctx, ch, cfg, m)
 		mu.Lock()
 		r.Metrics = m
 		mu.Unlock()
