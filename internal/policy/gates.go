@@ -48,6 +48,11 @@ type VerifyGate struct {
 	// defaults.
 	TestTimeout time.Duration
 	TestMemory  int64
+	// TestNetwork is the network allowlist of the test run, in the form
+	// of profiles.*.network.allow (host, ports, methods, paths): the
+	// package registries the tests may reach through the gate's own egress
+	// proxy. Empty means the tests have no network.
+	TestNetwork []HostRule
 }
 
 // GateAllow accepts findings: every set field must match.
@@ -313,6 +318,11 @@ func (d *decoder) gates(n *yaml.Node) Gates {
 				d.failf(t, f+".test_timeout", "write a duration greater than zero, e.g. 10m", "not positive")
 			}
 			vg.TestTimeout = v
+		}
+	}
+	if t, ok := vm["test_network"]; ok {
+		for _, it := range d.hostRules(t, f+".test_network").v {
+			vg.TestNetwork = append(vg.TestNetwork, it.v)
 		}
 	}
 	if t, ok := vm["test_memory"]; ok {

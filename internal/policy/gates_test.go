@@ -27,6 +27,9 @@ gates:
     test_command: [make, check]
     test_timeout: 90s
     test_memory: 1GiB
+    test_network:
+      - {host: registry.example.com, methods: [GET, HEAD], allow_connect: true}
+      - {host: "*.pkg.example.com", ports: [8443]}
 `
 	p, err := Parse("enclave.yaml", []byte(src))
 	if err != nil {
@@ -48,6 +51,10 @@ gates:
 		TestCommand:       []string{"make", "check"},
 		TestTimeout:       90 * time.Second,
 		TestMemory:        1 << 30,
+		TestNetwork: []HostRule{
+			{Host: "registry.example.com", Methods: []string{"GET", "HEAD"}, AllowConnect: true, Line: 20},
+			{Host: "*.pkg.example.com", Ports: []int{8443}, Line: 21},
+		},
 	}
 	if got := p.Gates.Verify; !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(gates).Gates.Verify = %+v, want %+v", got, want)
