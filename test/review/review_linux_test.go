@@ -317,47 +317,7 @@ func TestReviewEndToEnd(t *testing.T) {
 	if strings.Count(out, "ok: "+head) != 2 || !strings.Contains(out, "bob") || !strings.Contains(out, "dave") {
 		t.Fatalf("attest verify = %q", out)
 	}
-	note := []byte(f.git(f.repo, "notes", "--ref=refs/notes/enclave", "show", head) + "\n")
-	signers, err := review.AllowedSigners(f.state)
-	if err != nil || len(signers) != 2 {
-		t.Fatalf("allowed signers: %v %v", signers, err)
-	}
-	// ... and refused after any byte of the note (envelope, statement,
-	// signature) changes.
-	ctx := context.Background()
-	if _, err := review.VerifyBundle(ctx, note, head, signers); err != nil {
-		t.Fatalf("VerifyBundle(note as stored) = %v", err)
-	}
-	for i := 0; i < len(note)-1; i++ {
-		bad := bytes.Clone(note)
-		bad[i] ^= 0x01
-		if _, err := review.VerifyBundle(ctx, bad, head, signers); err == nil {
-			t.Fatalf("note with byte %d flipped (%q -> %q) still verifies", i, note[i], bad[i])
-		}
-	}
-	// Through the CLI too: a changed note fails.
-	bad := bytes.Replace(note, []byte(`"sig":"`), []byte(`"sig":"A`), 1)
-	notefile := filepath.Join(f.root, "bad-note")
-	os.WriteFile(notefile, bad, 0o644)
-	f.git(f.repo, "notes", "--ref=refs/notes/enclave", "add", "-f", "-F", notefile, head)
-	f.refused("", nil, "does not verify", "attest", "verify", "enclave/"+id)
-	os.WriteFile(notefile, note, 0o644)
-	f.git(f.repo, "notes", "--ref=refs/notes/enclave", "add", "-f", "-F", notefile, head)
-	f.must("", "attest", "verify", "enclave/"+id)
-
-	// A commit differing by one byte, carrying a copy of the note, fails.
-	raw := f.git(f.repo, "cat-file", "commit", head) + "\n"
-	forged := strings.Replace(raw, "\n\n", "\n\n ", 1)
-	cmd := exec.Command("git", "-C", f.repo, "hash-object", "-t", "commit", "-w", "--stdin")
-	cmd.Env = f.env
-	cmd.Stdin = strings.NewReader(forged)
-	fo, err := cmd.Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	forgedID := strings.TrimSpace(string(fo))
-	f.git(f.repo, "notes", "--ref=refs/notes/enclave", "add", "-f", "-F", notefile, forgedID)
-	f.refused("", nil, "not commit "+forgedID, "attest", "verify", forgedID)
+	f.tamperChecks(head, id, 2)
 
 	// Blind-spot check: the traps are real. Running git on the agent's copy
 	// with its own configuration (what enclave never does) fires them.
@@ -411,6 +371,61 @@ func TestProtectedPathsAndMovedBranch(t *testing.T) {
 	f.git(shadow, "update-ref", "refs/heads/enclave/"+id, approved)
 	f.must("carol", "merge", id)
 	f.must("", "attest", "verify", "enclave/"+id)
+}
+
+// tamperChecks proves the attestation note on head (merged as enclave/id,
+// signed by signers approvers) verifies as stored, and fails after any
+// byte of the note (envelope, statement, signature) changes, through the
+// library and the CLI, and on a commit differing by one byte.
+func (f *fixture) tamperChecks(head, id string, nsigners int) []*review.Verified {
+	t := f.t
+	t.Helper()
+	note := []byte(f.git(f.repo, "notes", "--ref=refs/notes/enclave", "show", head) + "\n")
+	allowed, err := review.AllowedSigners(f.state)
+	if err != nil || len(allowed) < nsigners {
+		t.Fatalf("allowed signers: %v %v", allowed, err)
+	}
+	// Any byte of the note (envelope, statement, signature) changed fails.
+	ctx := context.Background()
+	if _, err := review.VerifyBundle(ctx, note, head, allowed); err != nil {
+		t.Fatalf("VerifyBundle(note as stored) = %v", err)
+	}
+	for i := 0; i < len(note)-1; i++ {
+		bad := bytes.Clone(note)
+		bad[i] ^= 0x01
+		if _, err := review.VerifyBundle(ctx, bad, head, allowed); err == nil {
+			t.Fatalf("note with byte %d flipped (%q -> %q) still verifies", i, note[i], bad[i])
+		}
+	}
+	// Through the CLI too: a changed note fails.
+	bad := bytes.Replace(note, []byte(`"sig":"`), []byte(`"sig":"A`), 1)
+	notefile := filepath.Join(f.root, "bad-note")
+	os.WriteFile(notefile, bad, 0o644)
+	f.git(f.repo, "notes", "--ref=refs/notes/enclave", "add", "-f", "-F", notefile, head)
+	f.refused("", nil, "does not verify", "attest", "verify", "enclave/"+id)
+	os.WriteFile(notefile, note, 0o644)
+	f.git(f.repo, "notes", "--ref=refs/notes/enclave", "add", "-f", "-F", notefile, head)
+	f.must("", "attest", "verify", "enclave/"+id)
+
+	// A commit differing by one byte, carrying a copy of the note, fails.
+	raw := f.git(f.repo, "cat-file", "commit", head) + "\n"
+	forged := strings.Replace(raw, "\n\n", "\n\n ", 1)
+	cmd := exec.Command("git", "-C", f.repo, "hash-object", "-t", "commit", "-w", "--stdin")
+	cmd.Env = f.env
+	cmd.Stdin = strings.NewReader(forged)
+	fo, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forgedID := strings.TrimSpace(string(fo))
+	f.git(f.repo, "notes", "--ref=refs/notes/enclave", "add", "-f", "-F", notefile, forgedID)
+	f.refused("", nil, "not commit "+forgedID, "attest", "verify", forgedID)
+
+	vs, err := review.VerifyBundle(ctx, note, head, allowed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
 }
 
 func currentUser() string {
