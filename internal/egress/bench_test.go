@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -257,78 +259,273 @@ func BenchmarkForbiddenReason(b *testing.B) {
 
 // TestProxyBenchReport is the measurement bench/proxy.sh runs: CONNECT
 // throughput against direct loopback for a 1 GiB transfer each way, and
-// the latency a small plain-HTTP request gains through the proxy. Rounds
-// alternate direct and proxied runs so drift hits both; medians and
-// ratios come from this one run. Set ENCLAVE_BENCH=1 to run it.
+// the latency a small plain-HTTP request gains through the proxy. Set
+// ENCLAVE_BENCH=1 to run it.
+//
+// The processes are laid out as in a session: the agent (the client), the
+// proxy and the upstream (the servers) are three processes, so the proxy
+// competes for the CPUs as it does beside a real agent. This test is the
+// proxy's process; it re-executes the test binary for the servers and for
+// the client (TestBenchHelper). The same client and servers, buffer sizes
+// and connection handling serve every path; rounds alternate the paths so
+// drift hits all of them; medians and ratios come from this one run.
+//
+// Two bare relays run beside the proxy as peers, in its process and with no
+// policy, budget or record: one splicing (io.Copy between two TCP
+// connections, which Go turns into splice(2)) and one copying through a
+// 1 MiB buffer. They show what any user-space relay costs on this machine,
+// apart from what the proxy adds.
 func TestProxyBenchReport(t *testing.T) {
 	if os.Getenv("ENCLAVE_BENCH") == "" {
 		t.Skip("set ENCLAVE_BENCH=1 (bench/proxy.sh does)")
 	}
-	rounds := envInt("ENCLAVE_BENCH_ROUNDS", 5)
-	size := int64(envInt("ENCLAVE_BENCH_MIB", 1024)) << 20
-	requests := envInt("ENCLAVE_BENCH_REQUESTS", 5000)
-
-	sink := startSink(t)
-	tp := benchProxy(t, sink)
-	for _, dir := range []struct {
-		name string
-		n    int64
-	}{{"upload", size}, {"download", -size}} {
-		var direct, proxied []float64
-		for range rounds {
-			for _, via := range []string{"direct", "proxy"} {
-				var c net.Conn
-				if via == "direct" {
-					c, _ = dialDirect(t, sink)
-				} else {
-					c, _ = dialTunnel(t, tp, sink)
-				}
-				start := time.Now()
-				if err := transfer(c, nil, dir.n); err != nil {
-					t.Fatal(err)
-				}
-				mbps := float64(size) / time.Since(start).Seconds() / (1 << 20)
-				c.Close()
-				if via == "direct" {
-					direct = append(direct, mbps)
-				} else {
-					proxied = append(proxied, mbps)
-				}
-			}
+	servers := startHelper(t, "servers", nil)
+	ports := map[string]int{}
+	for range 2 {
+		var name string
+		var port int
+		if _, err := fmt.Fscan(servers.out, &name, &port); err != nil {
+			t.Fatalf("read server ports: %v", err)
 		}
-		d, p := median(direct), median(proxied)
-		fmt.Printf("throughput %-8s %d MiB x %d rounds: direct median %.0f MiB/s, CONNECT median %.0f MiB/s, ratio %.2f\n",
-			dir.name, size>>20, rounds, d, p, p/d)
+		ports[name] = port
 	}
-
-	small := smallServer(t)
-	tp2 := benchProxy(t, small)
-	u := fmt.Sprintf("http://127.0.0.1:%d/", small)
-	clients := map[string]*http.Client{"direct": httpClient(""), "proxy": httpClient(tp2.addr)}
+	sink, small := ports["sink"], ports["small"]
+	if sink == 0 || small == 0 {
+		t.Fatalf("server ports %v", ports)
+	}
+	sinkAddr := fmt.Sprintf("127.0.0.1:%d", sink)
+	tp := benchProxy(t, sink, small)
+	targets := []string{
+		"direct=" + sinkAddr,
+		"proxy=" + tp.addr + "/" + sinkAddr,
+		"relay-copy=" + bareRelay(t, sinkAddr, copyThrough),
+		"relay-splice=" + bareRelay(t, sinkAddr, spliceThrough),
+	}
+	client := startHelper(t, "client", []string{
+		"ENCLAVE_BENCH_TARGETS=" + strings.Join(targets, ","),
+		fmt.Sprintf("ENCLAVE_BENCH_SMALL=http://127.0.0.1:%d/", small),
+		"ENCLAVE_BENCH_PROXY=" + tp.addr,
+	})
+	tput := map[string][]float64{} // "upload proxy" -> MiB/s per round
 	lat := map[string][]time.Duration{}
-	for via, c := range clients { // warm up connections on both paths
-		for range 200 {
-			if err := get(c, u); err != nil {
-				t.Fatalf("%s: %v", via, err)
+	var size int64
+	sc := bufio.NewScanner(client.out)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) == 5 && f[0] == "tput":
+			v, _ := strconv.ParseFloat(f[3], 64)
+			size, _ = strconv.ParseInt(f[4], 10, 64)
+			tput[f[1]+" "+f[2]] = append(tput[f[1]+" "+f[2]], v)
+		case len(f) > 2 && f[0] == "lat":
+			for _, x := range f[2:] {
+				ns, _ := strconv.ParseInt(x, 10, 64)
+				lat[f[1]] = append(lat[f[1]], time.Duration(ns))
 			}
+		case len(f) > 0 && f[0] == "error":
+			t.Fatalf("bench client: %s", sc.Text())
 		}
 	}
-	for range requests {
-		for _, via := range []string{"direct", "proxy"} {
-			start := time.Now()
-			if err := get(clients[via], u); err != nil {
-				t.Fatal(err)
-			}
-			lat[via] = append(lat[via], time.Since(start))
+	if err := client.wait(); err != nil {
+		t.Fatalf("bench client: %v", err)
+	}
+	for _, dir := range []string{"upload", "download"} {
+		d := tput[dir+" direct"]
+		if len(d) == 0 {
+			t.Fatalf("no %s rounds", dir)
+		}
+		for _, via := range []string{"proxy", "relay-copy", "relay-splice"} {
+			p := tput[dir+" "+via]
+			fmt.Printf("throughput %-8s %d MiB x %d rounds: direct median %.0f MiB/s, %-12s median %.0f MiB/s, ratio %.2f\n",
+				dir, size>>20, len(p), median(d), via, median(p), median(p)/median(d))
 		}
 	}
 	for _, q := range []float64{0.50, 0.99} {
 		d, p := percentile(lat["direct"], q), percentile(lat["proxy"], q)
 		fmt.Printf("latency p%.0f small GET, %d requests each: direct %v, proxy %v, added %v, ratio %.2f\n",
-			q*100, requests, d, p, p-d, float64(p)/float64(d))
+			q*100, len(lat["proxy"]), d, p, p-d, float64(p)/float64(d))
 	}
-	_, _, allowed, denied := tp2.p.Stats()
-	fmt.Printf("proxy flows recorded: %d allowed, %d denied\n", allowed, denied)
+	up, down, allowed, denied := tp.p.Stats()
+	fmt.Printf("proxy flows recorded: %d allowed, %d denied; %d MiB up, %d MiB down\n", allowed, denied, up>>20, down>>20)
+}
+
+// TestBenchHelper is not a test: TestProxyBenchReport re-executes the test
+// binary into it as the servers or the client process.
+func TestBenchHelper(t *testing.T) {
+	switch os.Getenv("ENCLAVE_BENCH_HELPER") {
+	case "":
+		t.Skip("a helper process of TestProxyBenchReport")
+	case "servers":
+		fmt.Printf("sink %d\nsmall %d\n", startSink(t), smallServer(t))
+		io.Copy(io.Discard, os.Stdin) // serve until the parent goes away
+	case "client":
+		if err := benchClient(); err != nil {
+			fmt.Printf("error %v\n", err)
+		}
+	}
+}
+
+// benchClient runs the rounds: for each direction, ENCLAVE_BENCH_ROUNDS
+// times, one transfer over each target in turn; then the small GETs,
+// alternating direct and proxied. It prints raw samples on stdout.
+func benchClient() error {
+	rounds := envInt("ENCLAVE_BENCH_ROUNDS", 5)
+	size := int64(envInt("ENCLAVE_BENCH_MIB", 1024)) << 20
+	requests := envInt("ENCLAVE_BENCH_REQUESTS", 5000)
+	type target struct{ name, addr, connect string }
+	var targets []target
+	for _, spec := range strings.Split(os.Getenv("ENCLAVE_BENCH_TARGETS"), ",") {
+		name, addr, _ := strings.Cut(spec, "=")
+		addr, connect, _ := strings.Cut(addr, "/")
+		targets = append(targets, target{name, addr, connect})
+	}
+	for _, dir := range []struct {
+		name string
+		n    int64
+	}{{"upload", size}, {"download", -size}} {
+		for range rounds {
+			for _, tg := range targets {
+				c, err := net.Dial("tcp", tg.addr)
+				if err != nil {
+					return err
+				}
+				if tg.connect != "" {
+					if err := connectThrough(c, tg.connect); err != nil {
+						return err
+					}
+				}
+				start := time.Now()
+				if err := transfer(c, nil, dir.n); err != nil {
+					return fmt.Errorf("%s %s: %w", dir.name, tg.name, err)
+				}
+				mbps := float64(size) / time.Since(start).Seconds() / (1 << 20)
+				c.Close()
+				fmt.Printf("tput %s %s %.1f %d\n", dir.name, tg.name, mbps, size)
+			}
+		}
+	}
+	u := os.Getenv("ENCLAVE_BENCH_SMALL")
+	clients := map[string]*http.Client{"direct": httpClient(""), "proxy": httpClient(os.Getenv("ENCLAVE_BENCH_PROXY"))}
+	for via, c := range clients { // warm up connections on both paths
+		for range 200 {
+			if err := get(c, u); err != nil {
+				return fmt.Errorf("%s: %w", via, err)
+			}
+		}
+	}
+	lat := map[string][]string{}
+	for range requests {
+		for _, via := range []string{"direct", "proxy"} {
+			start := time.Now()
+			if err := get(clients[via], u); err != nil {
+				return err
+			}
+			lat[via] = append(lat[via], strconv.FormatInt(int64(time.Since(start)), 10))
+		}
+	}
+	for via, ls := range lat {
+		fmt.Printf("lat %s %s\n", via, strings.Join(ls, " "))
+	}
+	return nil
+}
+
+// connectThrough opens a CONNECT tunnel to target over c.
+func connectThrough(c net.Conn, target string) error {
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", target, target)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "CONNECT"})
+	if err != nil {
+		return fmt.Errorf("CONNECT %s: %w", target, err)
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("CONNECT %s: %s", target, resp.Status)
+	}
+	if br.Buffered() != 0 {
+		return fmt.Errorf("CONNECT %s: bytes after the 200", target)
+	}
+	return nil
+}
+
+type helper struct {
+	cmd *exec.Cmd
+	out io.Reader
+}
+
+func (h *helper) wait() error { return h.cmd.Wait() }
+
+// startHelper re-executes the test binary as a bench helper process. Its
+// stdin is a pipe the test closes at cleanup, which ends a server helper.
+func startHelper(t *testing.T, role string, env []string) *helper {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestBenchHelper$", "-test.count=1")
+	cmd.Env = append(append(os.Environ(), "ENCLAVE_BENCH_HELPER="+role), env...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return &helper{cmd: cmd, out: out}
+}
+
+// copyThrough and spliceThrough are the two ways a bare relay moves one
+// direction: through a user-space buffer, or with io.Copy between the two
+// *net.TCPConn, which Go implements with splice(2).
+func copyThrough(dst, src *net.TCPConn) {
+	io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, make([]byte, 1<<20))
+}
+
+func spliceThrough(dst, src *net.TCPConn) { io.Copy(dst, src) }
+
+// bareRelay serves a relay to upstream on a loopback port and returns its
+// address: no request to parse, no policy, budget or record.
+func bareRelay(t *testing.T, upstream string, move func(dst, src *net.TCPConn)) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", upstream)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				done := make(chan struct{})
+				one := func(dst, src *net.TCPConn) {
+					move(dst, src)
+					dst.CloseWrite()
+					done <- struct{}{}
+				}
+				go one(u.(*net.TCPConn), c.(*net.TCPConn))
+				go one(c.(*net.TCPConn), u.(*net.TCPConn))
+				<-done
+				<-done
+			}()
+		}
+	}()
+	return l.Addr().String()
 }
 
 func envInt(name string, def int) int {

@@ -1,21 +1,12 @@
 package egress
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/enclave-dev/enclave/internal/policy"
 )
-
-// relayChunk is how much budget one copy step reserves. Large enough that
-// the kernel's splice moves most of a transfer without returning to Go.
-const relayChunk = 1 << 20
 
 // connect serves a CONNECT request: decide, admit, dial, answer 200, then
 // relay bytes both ways until either side is done, the budget is spent,
@@ -91,76 +82,4 @@ func (cc *conn) connect(req *http.Request, start time.Time) {
 	case p.isClosed():
 		f.Err, f.Partial = "proxy closed", true
 	}
-}
-
-// relay copies bytes between the agent side a and the upstream b until
-// both directions end. It returns bytes moved each way and the first
-// error other than a clean end of stream.
-//
-// Each direction copies in budget-sized chunks with io.Copy over an
-// io.LimitedReader, which keeps the kernel's splice path between two
-// *net.TCPConn. Idle detection uses short read deadlines ("ticks"): a
-// direction whose read times out checks when the tunnel last moved a byte
-// in either direction and only gives up once that is IdleTimeout ago.
-func (p *Proxy) relay(a, b net.Conn) (up, down int64, err error) {
-	var last atomic.Int64
-	last.Store(time.Now().UnixNano())
-	tick := max(p.idleTimeout/4, 10*time.Millisecond)
-	var (
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		first   error
-	)
-	fail := func(e error) {
-		errOnce.Do(func() {
-			first = e
-			a.Close()
-			b.Close()
-		})
-	}
-	pump := func(dst, src net.Conn, n *int64, total *atomic.Int64, what string) {
-		defer wg.Done()
-		for {
-			g := p.budget.take(relayChunk)
-			if g == 0 {
-				fail(fmt.Errorf("%s: %w", what, errBudget))
-				return
-			}
-			lr := &io.LimitedReader{R: src, N: g}
-			src.SetReadDeadline(time.Now().Add(tick))
-			c, cerr := io.Copy(dst, lr)
-			p.budget.refund(g - c)
-			*n += c
-			total.Add(c)
-			now := time.Now()
-			if c > 0 {
-				last.Store(now.UnixNano())
-			}
-			switch {
-			case cerr != nil && isTimeout(cerr):
-				if now.Sub(time.Unix(0, last.Load())) >= p.idleTimeout {
-					fail(fmt.Errorf("%s: %w after %s", what, errIdle, p.idleTimeout))
-					return
-				}
-			case cerr != nil:
-				if !errors.Is(cerr, net.ErrClosed) {
-					fail(fmt.Errorf("%s: %w", what, cerr))
-				}
-				fail(nil)
-				return
-			case c < g:
-				// End of stream: pass the half-close on and let the other
-				// direction finish.
-				if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-					cw.CloseWrite()
-				}
-				return
-			}
-		}
-	}
-	wg.Add(2)
-	go pump(b, a, &up, &p.bytesUp, "agent to upstream")
-	pump(a, b, &down, &p.bytesDown, "upstream to agent")
-	wg.Wait()
-	return up, down, first
 }
