@@ -1,0 +1,91 @@
+//go:build linux
+
+package review_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/enclave-dev/enclave/internal/authz"
+)
+
+// An enclave.cedar forbid narrows what enclave.yaml (here --allow-host)
+// allows: a sandboxed agent's request to an allowlisted host is refused by
+// the egress proxy at the tier the policy names, and served at another.
+// Judged from outside: what the host's server received, and the egress
+// record naming the deciding policy.
+func TestCedarNarrowsEgress(t *testing.T) {
+	f := newFixture(t)
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Write([]byte("served\n"))
+	}))
+	defer up.Close()
+	port := up.Listener.Addr().(*net.TCPAddr).Port
+	write(t, filepath.Join(f.repo, authz.FileName), `
+@id("no-loopback-for-sensitive")
+forbid (principal, action == Action::"egress", resource is Host)
+when { resource.name == "127.0.0.1" && context.tier == "sensitive" };
+`)
+	f.git(f.repo, "add", authz.FileName)
+	f.git(f.repo, "commit", "-q", "-m", "cedar policy")
+	script := fmt.Sprintf(`curl -sS -o /dev/null -w '%%{http_code}\n' http://127.0.0.1:%d/data > status.txt 2>&1 || true`, port)
+	for _, tt := range []struct {
+		tier, decision, policy, status string
+		hits                           int64
+	}{
+		{"sensitive", "deny", "no-loopback-for-sensitive", "403", 0},
+		{"routine", "allow", "egress-network-allowlist", "200", 1},
+	} {
+		t.Run(tt.tier, func(t *testing.T) {
+			before := hits.Load()
+			r := f.enclave("", nil, "run", "--tty", "never", "--gateway", "off", "--tier", tt.tier,
+				"--allow-host", fmt.Sprintf("127.0.0.1:%d", port), "--", "/bin/sh", "-c", script)
+			if r.code != 0 {
+				t.Fatalf("enclave run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+			}
+			if got := hits.Load() - before; got != tt.hits {
+				t.Errorf("the host's server got %d requests, want %d", got, tt.hits)
+			}
+			var s struct {
+				ID string `json:"id"`
+			}
+			json.Unmarshal([]byte(strings.SplitN(f.must("", "sessions", "--json", "-n", "1"), "\n", 2)[0]), &s)
+			if diff := f.must("", "diff", s.ID); !strings.Contains(diff, "+"+tt.status) {
+				t.Errorf("the agent saw another status than %s:\n%s", tt.status, diff)
+			}
+			var found bool
+			for _, line := range strings.Split(strings.TrimSpace(f.must("", "log", "--json", "--kind", "egress", s.ID)), "\n") {
+				var ev struct {
+					Decision string `json:"decision"`
+					Data     struct {
+						Host     string   `json:"host"`
+						Rule     string   `json:"rule"`
+						Policies []string `json:"policies"`
+					} `json:"data"`
+				}
+				if err := json.Unmarshal([]byte(line), &ev); err != nil {
+					t.Fatal(err)
+				}
+				if ev.Data.Host != "127.0.0.1" {
+					continue
+				}
+				found = true
+				if ev.Decision != tt.decision || strings.Join(ev.Data.Policies, ",") != tt.policy {
+					t.Errorf("egress record = %s by %v (rule %s), want %s by %s", ev.Decision, ev.Data.Policies, ev.Data.Rule, tt.decision, tt.policy)
+				}
+			}
+			if !found {
+				t.Error("no egress record for 127.0.0.1")
+			}
+		})
+	}
+}
