@@ -176,6 +176,7 @@ func verifyConfig(g policy.VerifyGate) verify.Config {
 		TestCommand: g.TestCommand,
 		TestTimeout: g.TestTimeout,
 		TestMemory:  g.TestMemory,
+		TestNetwork: g.TestNetwork,
 		Deps: verify.DepPolicy{
 			Allow:         g.DepsAllow,
 			Deny:          g.DepsDeny,

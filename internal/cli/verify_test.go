@@ -163,3 +163,19 @@ func TestVerifySecretRulesFile(t *testing.T) {
 		t.Errorf("readSecretRules(missing) = %v, want an error naming the setting", err)
 	}
 }
+
+// gates.verify.test_network reaches the gate's config as the test run's
+// allowlist, and nothing else gets it.
+func TestVerifyConfigTestNetwork(t *testing.T) {
+	p, err := policy.Parse("enclave.yaml", []byte("version: 1\ngates:\n  verify:\n    test_network:\n      - {host: registry.example.com, methods: [GET]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := verifyConfig(p.Gates.Verify)
+	if len(cfg.TestNetwork) != 1 || cfg.TestNetwork[0].Host != "registry.example.com" || strings.Join(cfg.TestNetwork[0].Methods, ",") != "GET" {
+		t.Errorf("verifyConfig(test_network).TestNetwork = %+v, want the registry rule", cfg.TestNetwork)
+	}
+	if cfg := verifyConfig(policy.Default().Gates.Verify); len(cfg.TestNetwork) != 0 {
+		t.Errorf("default policy: TestNetwork = %+v, want none", cfg.TestNetwork)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/enclave-dev/enclave/internal/policy"
 )
 
 // Config is the gate's policy. The zero value is the default policy; the
@@ -39,6 +41,10 @@ type Config struct {
 	// and 2 GiB.
 	TestTimeout time.Duration `json:"test_timeout,omitempty"`
 	TestMemory  int64         `json:"test_memory,omitempty"`
+	// TestNetwork lets the test run reach these hosts (package
+	// registries) through the gate's own egress proxy; empty means no
+	// network. Rules are the policy's network.allow rules.
+	TestNetwork []policy.HostRule `json:"test_network,omitempty"`
 
 	// MaxFileSize is the largest blob the content checks read; larger
 	// ones get a "huge-file" finding. 0 means 4 MiB.
@@ -145,6 +151,11 @@ func (c Config) withDefaults() (Config, error) {
 	for i, g := range c.Scope {
 		if _, err := globRegexp(g); err != nil {
 			return c, fmt.Errorf("%w: scope[%d]: %v", ErrInvalidConfig, i, err)
+		}
+	}
+	for i, h := range c.TestNetwork {
+		if h.Host == "" || strings.ContainsAny(h.Host, "/:@ \t") {
+			return c, fmt.Errorf("%w: test_network[%d]: host %q is not a host name", ErrInvalidConfig, i, h.Host)
 		}
 	}
 	if c.TestTimeout == 0 {

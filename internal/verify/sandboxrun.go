@@ -6,18 +6,24 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/enclave-dev/enclave/internal/egress"
+	"github.com/enclave-dev/enclave/internal/policy"
 	"github.com/enclave-dev/enclave/internal/sandbox"
 )
 
 // SandboxRunner is the [Runner] backed by internal/sandbox: each Run is a
-// fresh sandbox with only loopback (no listeners, so no route out), the
+// fresh sandbox with only loopback (no listeners, so no route out, unless
+// the spec names registries: then only the runner's own egress proxy
+// listens, allowing exactly those hosts and recording every flow), the
 // tree mounted writable at /work and owned by the sandbox's unprivileged
 // host uid, nothing of the host environment, and limits on wall time and
 // memory. The binary must call sandbox.MaybeRunInternal first in main
@@ -31,7 +37,46 @@ type SandboxRunner struct {
 	// Degrade is passed to sandbox.Config.Degrade.
 	Degrade []string
 	Logger  *slog.Logger
+	// Resolver and Dial are passed to the egress proxy of runs with a
+	// network allowlist; nil means the host's resolver and dialer. Tests
+	// point them at a loopback registry.
+	Resolver egress.Resolver
+	Dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 }
+
+// The test run's proxy and DNS answer inside the sandbox at the addresses
+// an enclave session uses.
+const (
+	testProxyAddr = "127.0.0.1:3128"
+	testDNSAddr   = "127.0.0.1:53"
+	// testByteBudget caps what a test run may move through the proxy.
+	testByteBudget = 2 << 30
+)
+
+// flowLog is the egress.Recorder of a test run: it keeps every flow for
+// the report (which is hashed into the audit log).
+type flowLog struct {
+	mu    sync.Mutex
+	flows []Flow
+}
+
+func (l *flowLog) FlowStart(ctx context.Context, f *egress.Flow) error { return nil }
+
+func (l *flowLog) FlowEnd(ctx context.Context, f *egress.Flow) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.flows) < maxFlows {
+		l.flows = append(l.flows, Flow{Host: f.Host, Port: f.Port, Method: f.Method, Path: clip(f.Path, 200),
+			Allowed: f.Decision.Allow, Reason: f.Decision.Reason, BytesUp: f.BytesUp, BytesDn: f.BytesDown,
+			Error: f.Err, Duration: ms(f.Duration)})
+	}
+	return nil
+}
+
+func (l *flowLog) DNSQuery(ctx context.Context, q egress.DNSQuery) error { return nil }
+
+// maxFlows bounds the flows a report lists.
+const maxFlows = 1000
 
 var _ Runner = (*SandboxRunner)(nil)
 
@@ -87,6 +132,23 @@ func (r *SandboxRunner) Run(ctx context.Context, spec RunSpec) (RunResult, error
 		mounts = append(mounts, sandbox.Mount{Source: filepath.Dir(spec.Tool), Target: "/enclave-tools"})
 		env[0] = strings.Replace(env[0], "PATH=", "PATH=/enclave-tools:", 1)
 	}
+	var flows *flowLog
+	var proxy *egress.Proxy
+	var listeners []sandbox.ListenSpec
+	if len(spec.Network) > 0 {
+		flows = &flowLog{}
+		proxy, err = egress.New(egress.Config{
+			Network:  &policy.Network{Allow: spec.Network, ByteBudget: testByteBudget, DNS: true},
+			Recorder: flows, Resolver: r.Resolver, Dial: r.Dial, Logger: r.Logger,
+		})
+		if err != nil {
+			return RunResult{}, fmt.Errorf("sandbox run: test network proxy: %w", err)
+		}
+		defer proxy.Close()
+		listeners = []sandbox.ListenSpec{{Network: "tcp", Addr: testProxyAddr}, {Network: "udp", Addr: testDNSAddr}, {Network: "tcp", Addr: testDNSAddr}}
+		u := "http://" + testProxyAddr
+		env = append(env, "HTTP_PROXY="+u, "HTTPS_PROXY="+u, "ALL_PROXY="+u, "http_proxy="+u, "https_proxy="+u, "all_proxy="+u, "NO_PROXY=", "no_proxy=")
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return RunResult{}, err
@@ -111,9 +173,10 @@ func (r *SandboxRunner) Run(ctx context.Context, spec RunSpec) (RunResult, error
 			Processes: 1024,
 			OpenFiles: 4096,
 		},
-		Stdout: pw,
-		Stderr: pw,
-		Logger: r.Logger,
+		Listeners: listeners,
+		Stdout:    pw,
+		Stderr:    pw,
+		Logger:    r.Logger,
 	}
 	start := time.Now()
 	sb, err := sandbox.Start(ctx, cfg)
@@ -122,9 +185,20 @@ func (r *SandboxRunner) Run(ctx context.Context, spec RunSpec) (RunResult, error
 		wg.Wait()
 		return RunResult{}, fmt.Errorf("start sandbox: %w", err)
 	}
+	if proxy != nil {
+		go proxy.Serve(sb.Listener(0))
+		go proxy.ServeDNS(sb.PacketConn(1))
+		go proxy.ServeDNSTCP(sb.Listener(2))
+	}
 	code, werr := sb.Wait()
 	wg.Wait()
 	res := RunResult{ExitCode: code, Duration: time.Since(start), Output: out.Bytes()}
+	if proxy != nil {
+		proxy.Close() // ends the flows still open, so they are recorded
+		flows.mu.Lock()
+		res.Flows = slices.Clone(flows.flows)
+		flows.mu.Unlock()
+	}
 	if errors.Is(werr, sandbox.ErrWallTime) {
 		res.TimedOut = true
 		return res, nil

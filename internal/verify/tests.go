@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/enclave-dev/enclave/internal/policy"
 )
 
 // Runner runs one command on an extracted tree, isolated from the host and
@@ -39,6 +42,11 @@ type RunSpec struct {
 	// directory is mounted read-only at /enclave-tools and put first on
 	// PATH; Argv[0] names it by its base name.
 	Tool string
+	// Network, if non-empty, is the allowlist of the only hosts the run
+	// may reach (the policy's gates.verify.test_network), through an
+	// egress proxy of the runner's own whose every flow is returned in
+	// RunResult.Flows. Empty means no network at all.
+	Network []policy.HostRule
 }
 
 // RunResult is how it went.
@@ -49,6 +57,23 @@ type RunResult struct {
 	// Output is the tail of stdout and stderr combined (at most
 	// OutputTail bytes).
 	Output []byte
+	// Flows are the network flows the run attempted, allowed or not
+	// (only with RunSpec.Network).
+	Flows []Flow
+}
+
+// Flow is one network flow of a test run, as the report records it.
+type Flow struct {
+	Host     string  `json:"host"`
+	Port     int     `json:"port"`
+	Method   string  `json:"method,omitempty"`
+	Path     string  `json:"path,omitempty"`
+	Allowed  bool    `json:"allowed"`
+	Reason   string  `json:"reason"`
+	BytesUp  int64   `json:"bytes_up"`
+	BytesDn  int64   `json:"bytes_down"`
+	Error    string  `json:"error,omitempty"`
+	Duration float64 `json:"duration_ms"`
 }
 
 // OutputTail is how much output a run keeps.
@@ -64,6 +89,11 @@ type TestRun struct {
 	// OutputTail is the last bytes of the output, control characters
 	// replaced.
 	OutputTail string `json:"output_tail"`
+	// Network lists the hosts the policy let the run reach ("host" or
+	// "host:port,port"); absent means none. Flows records every flow the
+	// run attempted through the gate's proxy.
+	Network []string `json:"network,omitempty"`
+	Flows   []Flow   `json:"flows,omitempty"`
 }
 
 // detectTests picks the project's test command from the files at the
@@ -108,7 +138,19 @@ func runTests(ctx context.Context, c *changeSet, dir string, cfg Config, run Run
 	if run == nil {
 		return []Finding{{Rule: "could-not-run", Message: "no sandbox runner: tests not run"}}, tr, nil
 	}
-	res, err := run.Run(ctx, RunSpec{Argv: argv, Dir: dir, Timeout: cfg.TestTimeout, Memory: cfg.TestMemory, Go: argv[0] == "go", GoCache: c.goCache})
+	for _, h := range cfg.TestNetwork {
+		n := h.Host
+		if len(h.Ports) > 0 {
+			var ps []string
+			for _, p := range h.Ports {
+				ps = append(ps, strconv.Itoa(p))
+			}
+			n += ":" + strings.Join(ps, ",")
+		}
+		tr.Network = append(tr.Network, n)
+	}
+	res, err := run.Run(ctx, RunSpec{Argv: argv, Dir: dir, Timeout: cfg.TestTimeout, Memory: cfg.TestMemory, Go: argv[0] == "go", GoCache: c.goCache, Network: cfg.TestNetwork})
+	tr.Flows = res.Flows
 	if err != nil {
 		return []Finding{{Rule: "could-not-run", Message: scrubLine(fmt.Sprintf("tests could not run: %v", err))}}, tr, nil
 	}
