@@ -11,8 +11,8 @@ import (
 )
 
 func main() {
-	// The sandbox's init and exec stages are this binary re-executed;
-	// they must run before anything else.
+	// The sandbox's init is this binary re-executed; it must run before
+	// anything else.
 	sandbox.MaybeRunInternal()
 	os.Exit(cli.Main(context.Background(), os.Args[1:]))
 }

@@ -2,17 +2,18 @@
 
 package sandbox
 
-// This file is the exec stage: the last code of ours before the agent.
-// It runs in the sandbox's view as AgentUID in a nested user namespace,
-// holding only CAP_SETPCAP (ambient), and removes everything else the
-// agent could use to leave, then executes the agent on the same thread.
+// This file starts the agent. The init does it from one OS thread that
+// first takes on everything the agent must live with (no capabilities,
+// no_new_privs, a fresh session keyring, Landlock, seccomp: all of them
+// per-thread state) and then forks the agent, which inherits exactly that
+// thread's credentials and filters. The init's other threads keep their
+// capabilities, and the thread itself ends when its goroutine returns, so
+// nothing of the init runs restricted for long, and no third process (and
+// no second Go runtime start-up) stands between the init and the agent.
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -23,38 +24,44 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func runExec() int {
-	// Credentials (capabilities, the session keyring) are per thread; the
-	// execve below must come from the thread that changed them.
-	runtime.LockOSThread()
-	logf := os.NewFile(fdLog, "log")
-	log := slog.New(slog.NewJSONHandler(logf, nil)).With("stage", "exec")
-	fail := func(layer string, err error) int {
-		log.Error("setup failed", "err", err)
-		sendCtl(fdCtl, ctlMsg{Kind: "error", Layer: layer, Msg: err.Error()})
-		return 125
-	}
-	var cfg execConfig
-	err := json.NewDecoder(io.LimitReader(os.NewFile(fdConfig, "config"), 16<<20)).Decode(&cfg)
-	unix.Close(fdConfig)
-	if err != nil {
-		return fail("", fmt.Errorf("read exec config: %w", err))
-	}
-	// Every descriptor but stdio closes at the agent's execve: the control
-	// socket and log pipe stay usable until then.
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return fail("", fmt.Errorf("mark descriptors close-on-exec: %w", err))
+// agentStart is what startAgent reports back to the init's main thread.
+type agentStart struct {
+	pid    int
+	status Status
+	layer  string // a missing layer, with err
+	err    error
+	code   int // the init's exit code when err is set
+}
+
+// startAgent starts the agent on a fresh, locked OS thread (see the file
+// comment) and returns its pid. stdio are the descriptors the agent gets
+// as 0, 1 and 2; with tty set, stdio[0] is a pty slave that becomes its
+// controlling terminal. It sends the "notify" control message itself,
+// before the fork, so the host serves the agent's first execve.
+func startAgent(cfg *execConfig, stdio []uintptr, tty bool, log func(string, ...any)) agentStart {
+	ch := make(chan agentStart, 1)
+	go func() {
+		// Never unlocked: when this goroutine returns, the runtime ends
+		// the thread and the agent's credentials with it.
+		runtime.LockOSThread()
+		ch <- agentThread(cfg, stdio, tty, log)
+	}()
+	return <-ch
+}
+
+func agentThread(cfg *execConfig, stdio []uintptr, tty bool, log func(string, ...any)) agentStart {
+	fail := func(layer string, err error) agentStart {
+		return agentStart{layer: layer, err: err, code: 125}
 	}
 	var st Status
 	degraded := func(layer string) bool { return slices.Contains(cfg.Degrade, layer) }
 
-	if err := unix.Chdir(cfg.Dir); err != nil {
-		return fail("", fmt.Errorf("enter working directory %s: %w", cfg.Dir, err))
-	}
 	// A fresh session keyring: nothing of the host user's keyrings.
 	if _, err := unix.KeyctlJoinSessionKeyring("enclave"); err != nil {
 		return fail("", fmt.Errorf("join a new session keyring: %w", err))
 	}
+	// Resource limits belong to the process, not the thread: the init
+	// takes them on too, which it can afford (it only reaps after this).
 	if err := setRlimits(cfg.Limits, cfg.Rlimits); err != nil {
 		return fail("", err)
 	}
@@ -66,21 +73,23 @@ func runExec() int {
 	}
 	abi, scoped, err := 0, false, errors.New("forced missing by the caller")
 	if !slices.Contains(cfg.ForceMissing, LayerLandlock) {
-		abi, scoped, err = applyLandlock(&cfg)
+		abi, scoped, err = applyLandlock(cfg)
 	}
 	switch {
 	case err == nil:
 		st.Landlock, st.LandlockScoped = abi, scoped
 	case degraded(LayerLandlock):
-		log.Warn("running without landlock", "err", err)
+		log("running without landlock", "err", err)
 		st.Degraded = append(st.Degraded, LayerLandlock)
 	default:
 		return fail(LayerLandlock, err)
 	}
 
-	path, err := lookPath(cfg.Argv[0], cfg.Env)
+	// Looked up with the agent's credentials and Landlock domain, in its
+	// working directory.
+	path, err := lookPath(cfg.Argv[0], cfg.Env, cfg.Dir)
 	if err != nil {
-		return fail("", err)
+		return agentStart{err: err, code: 127}
 	}
 
 	listener, err := -1, errors.New("forced missing by the caller")
@@ -99,26 +108,53 @@ func runExec() int {
 			}
 		}
 	case degraded(LayerSeccomp):
-		log.Warn("running without seccomp", "err", err)
+		log("running without seccomp", "err", err)
 		st.Degraded = append(st.Degraded, LayerSeccomp)
 	default:
 		return fail(LayerSeccomp, err)
 	}
-	if err := sendCtl(fdCtl, ctlMsg{Kind: "started", Status: st}); err != nil {
-		return fail("", err)
+
+	// syscall.ForkExec, not os/exec: os/exec forks a throwaway child once
+	// per process to probe pidfd support. No Pdeathsig: it would fire when
+	// this thread ends; the agent dies with the init anyway, as every
+	// process of a pid namespace does with its PID 1.
+	if st.ExecRecord {
+		// The host reads the agent's first execve arguments from the
+		// memory of the child it traps in, which is the init's until the
+		// exec (a vfork). The init is not dumpable, so that memory would
+		// be closed to an unprivileged host: open it for the fork only.
+		// Nothing else is in the sandbox to look yet.
+		unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0)
+		defer unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	}
-	err = syscall.Exec(path, cfg.Argv, cfg.Env)
-	log.Error("exec agent", "path", path, "err", err)
-	sendCtl(fdCtl, ctlMsg{Kind: "error", Msg: fmt.Sprintf("exec %s: %v", path, err)})
-	if errors.Is(err, unix.ENOENT) {
-		return 127
+	pid, err := syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{
+		Dir:   cfg.Dir,
+		Env:   cfg.Env,
+		Files: stdio,
+		Sys: &syscall.SysProcAttr{
+			Setsid:  true, // a new session: no TIOCSTI into the caller's terminal
+			Setctty: tty,
+			Ctty:    0,
+		},
+	})
+	if err != nil {
+		code := 126
+		if errors.Is(err, unix.ENOENT) {
+			code = 127
+		}
+		return agentStart{err: fmt.Errorf("exec %s: %w", path, err), code: code}
 	}
-	return 126
+	return agentStart{pid: pid, status: st}
 }
 
-// lookPath resolves name against the PATH of the agent's environment.
-func lookPath(name string, env []string) (string, error) {
+// lookPath resolves name against the PATH of the agent's environment; a
+// name with a slash is taken as it is (relative to dir, where the agent
+// starts).
+func lookPath(name string, env []string, dir string) (string, error) {
 	if strings.Contains(name, "/") {
+		if !filepath.IsAbs(name) {
+			name = filepath.Join(dir, name)
+		}
 		return name, nil
 	}
 	pathEnv := "/usr/local/bin:/usr/bin:/bin"
@@ -141,7 +177,9 @@ func lookPath(name string, env []string) (string, error) {
 
 func setRlimits(l Limits, memProcs bool) error {
 	set := func(name string, res int, v uint64) error {
-		if err := unix.Setrlimit(res, &unix.Rlimit{Cur: v, Max: v}); err != nil {
+		// syscall.Setrlimit, so that ForkExec does not restore the
+		// RLIMIT_NOFILE the Go runtime found at start-up in the agent.
+		if err := syscall.Setrlimit(res, &syscall.Rlimit{Cur: v, Max: v}); err != nil {
 			return fmt.Errorf("set %s to %d: %w", name, v, err)
 		}
 		return nil
@@ -170,8 +208,8 @@ func setRlimits(l Limits, memProcs bool) error {
 		}
 	}
 	if memProcs && l.Processes > 0 {
-		// Counted per uid in the nested user namespace: the agent's
-		// processes only.
+		// Counted per uid in the sandbox's user namespace: the agent's
+		// processes and the init's few threads.
 		if err := set("RLIMIT_NPROC", unix.RLIMIT_NPROC, uint64(l.Processes)); err != nil {
 			return err
 		}

@@ -15,6 +15,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,7 +25,7 @@ import (
 	"golang.org/x/term"
 )
 
-// forceMissing lets tests make the exec stage treat layers as missing.
+// forceMissing lets tests make the agent's start treat layers as missing.
 var forceMissing []string
 
 // ErrWallTime is returned by [Sandbox.Wait] when the sandbox was killed
@@ -195,11 +197,16 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
 			syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWCGROUP,
-		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}},
-		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: gid, Size: 1}},
-		// Switch to the mapped uid 0 so the init's host uid is the mapped
-		// one (as root: the unprivileged HostIDs, not root).
-		Credential: &syscall.Credential{Uid: 0, Gid: 0, NoSetGroups: !root},
+		// One id is mapped, the agent's: the init runs as AgentUID too,
+		// with the namespace's capabilities kept across its exec as
+		// ambient ones, and the agent, forked from a thread that dropped
+		// them, is the same uid without any. Nothing inside is uid 0.
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: AgentUID, HostID: uid, Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: AgentGID, HostID: gid, Size: 1}},
+		// Switch to the mapped id so the init's host uid is the mapped one
+		// (as root: the unprivileged HostIDs, not root).
+		Credential:  &syscall.Credential{Uid: AgentUID, Gid: AgentGID, NoSetGroups: !root},
+		AmbientCaps: allCaps(),
 		// Root may keep setgroups allowed and so can clear root's
 		// supplementary groups; an unprivileged mapper must deny it.
 		GidMappingsEnableSetgroups: root,
@@ -264,8 +271,9 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 	return s, nil
 }
 
-// handshake reads control messages until the exec stage has executed the
-// agent (the socket reaches EOF when its last holder execs or exits).
+// handshake reads control messages until the init has started the agent
+// (the socket reaches EOF when the init, its last holder, closes it or
+// exits).
 func (s *Sandbox) handshake(ctl int) error {
 	started := false
 	for {
@@ -608,7 +616,7 @@ func viewSpecs(cfg *Config) ([]mountSpec, error) {
 }
 
 // landlockPaths splits the view into read-only and read-write inside
-// paths for the exec stage's Landlock rules.
+// paths for the agent's Landlock rules.
 func landlockPaths(specs []mountSpec, home string) (ro, rw []string) {
 	for _, m := range specs {
 		switch {
@@ -621,4 +629,21 @@ func landlockPaths(specs []mountSpec, home string) (ro, rw []string) {
 	}
 	rw = append(rw, home, "/tmp", "/dev/shm")
 	return ro, rw
+}
+
+// allCaps lists every capability this kernel knows, for the init to keep
+// as ambient capabilities (of its own user namespace only) across its
+// exec as AgentUID.
+func allCaps() []uintptr {
+	last := 40 // CAP_CHECKPOINT_RESTORE, Linux 5.9
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n >= 0 && n < 64 {
+			last = n
+		}
+	}
+	caps := make([]uintptr, last+1)
+	for i := range caps {
+		caps[i] = uintptr(i)
+	}
+	return caps
 }

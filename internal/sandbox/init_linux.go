@@ -3,9 +3,11 @@
 package sandbox
 
 // This file runs inside the sandbox as PID 1 (the "init" stage). It runs
-// with every capability of the new user namespace, and as an unprivileged
-// host uid, so a mistake here is bounded by the namespaces, but it builds
-// the walls the agent lives in: it fails closed on any error.
+// as AgentUID with every capability of the new user namespace (ambient,
+// kept across its exec), and as an unprivileged host uid, so a mistake
+// here is bounded by the namespaces, but it builds the walls the agent
+// lives in: it fails closed on any error. The agent is its child, started
+// from a thread that dropped all of that first (exec_linux.go).
 
 import (
 	"encoding/json"
@@ -94,17 +96,28 @@ func runInit() int {
 		slave = sl
 	}
 
-	ctlf := os.NewFile(fdCtl, "ctl")
-	child, err := startExecStage(&cfg, ctlf, logf, slave)
+	stdio := []uintptr{0, 1, 2}
+	if slave >= 0 {
+		stdio = []uintptr{uintptr(slave), uintptr(slave), uintptr(slave)}
+	}
+	res := startAgent(&cfg.Exec, stdio, slave >= 0, func(msg string, args ...any) { log.Warn(msg, args...) })
 	if slave >= 0 {
 		// Only the agent holds the slave now: the host's relay sees EIO
 		// once the agent and its children have closed it.
 		unix.Close(slave)
 	}
-	if err != nil {
+	if res.err != nil {
+		log.Error("start agent", "err", res.err)
+		sendCtl(fdCtl, ctlMsg{Kind: "error", Layer: res.layer, Msg: res.err.Error()})
+		return res.code
+	}
+	child := res.pid
+	if err := sendCtl(fdCtl, ctlMsg{Kind: "started", Status: res.status}); err != nil {
+		unix.Kill(child, unix.SIGKILL)
 		return fail("", err)
 	}
-	ctlf.Close()
+	// The host reads control messages until this, the last holder, closes.
+	unix.Close(fdCtl)
 	log.Debug("agent started", "pid", child)
 
 	for sig := range sigs {
@@ -402,55 +415,6 @@ func openListeners(specs []ListenSpec) ([]int, error) {
 		}
 	}
 	return fds, nil
-}
-
-// startExecStage re-executes this binary as the exec stage in a nested
-// user namespace where the init's uid 0 appears as AgentUID. The agent
-// thus owns what the init created (HOME, /tmp) but holds no capability
-// over the init's namespaces: it cannot mount, unmount or reconfigure lo.
-//
-// With slave >= 0 (a pty slave) the agent gets it as stdin, stdout, stderr
-// and controlling terminal; otherwise it inherits the init's stdio.
-func startExecStage(cfg *initConfig, ctlf, logf *os.File, slave int) (int, error) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		return 0, fmt.Errorf("create exec config pipe: %w", err)
-	}
-	defer r.Close()
-	stdio := []uintptr{0, 1, 2}
-	if slave >= 0 {
-		stdio = []uintptr{uintptr(slave), uintptr(slave), uintptr(slave)}
-	}
-	// syscall.StartProcess, not os/exec: os/exec forks a throwaway child
-	// once per process to probe pidfd support, a cost on every sandbox
-	// start, and the init reaps with wait4 itself anyway.
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{"enclave", argExec}, &syscall.ProcAttr{
-		Env:   []string{},
-		Files: append(stdio, r.Fd(), ctlf.Fd(), logf.Fd()),
-		Sys: &syscall.SysProcAttr{
-			Cloneflags:  syscall.CLONE_NEWUSER,
-			UidMappings: []syscall.SysProcIDMap{{ContainerID: AgentUID, HostID: 0, Size: 1}},
-			GidMappings: []syscall.SysProcIDMap{{ContainerID: AgentGID, HostID: 0, Size: 1}},
-			// CAP_SETPCAP survives the exec only to empty the bounding
-			// set; the exec stage drops it with everything else.
-			AmbientCaps: []uintptr{unix.CAP_SETPCAP},
-			Setsid:      true, // a new session: no TIOCSTI into the caller's terminal
-			Setctty:     slave >= 0,
-			Ctty:        0,
-			Pdeathsig:   syscall.SIGKILL,
-		},
-	})
-	if err != nil {
-		w.Close()
-		return 0, fmt.Errorf("start exec stage: %w", err)
-	}
-	err = json.NewEncoder(w).Encode(&cfg.Exec)
-	w.Close()
-	if err != nil {
-		unix.Kill(pid, unix.SIGKILL)
-		return 0, fmt.Errorf("send exec config: %w", err)
-	}
-	return pid, nil
 }
 
 // openPTY allocates a pty from the sandbox's devpts instance (mounted with

@@ -33,12 +33,10 @@ var elfInterpreters = []string{"/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aar
 // abstract unix sockets and signals) to mirror the view. Network rights
 // are not handled: the network namespace already holds only loopback.
 //
-// It restricts the calling thread only, on purpose: the exec stage runs
-// locked to one OS thread and executes the agent from it, and only that
-// thread's credentials survive execve. (go-landlock's Restrict syncs all
-// threads, which below ABI 8 means a stop-the-world signal round that was
-// a third of the sandbox's start-up CPU time.) The caller has set
-// no_new_privs on this thread.
+// It restricts the calling thread only, on purpose: the init forks the
+// agent from one locked OS thread, and only that thread's domain is
+// inherited; the init itself stays unrestricted. (go-landlock's Restrict
+// syncs all threads.) The caller has set no_new_privs on this thread.
 func applyLandlock(cfg *execConfig) (abi int, scoped bool, err error) {
 	abi, err = ll.LandlockGetABIVersion()
 	if err != nil {

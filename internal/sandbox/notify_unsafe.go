@@ -17,9 +17,9 @@ import (
 )
 
 // installSeccomp loads the filter on the calling thread, which must be the
-// locked thread that executes the agent (the filter is inherited across
-// execve and fork from it; other threads of the exec stage run only our
-// code and vanish at execve). With notify it returns the user-notification
+// locked thread that forks the agent (the filter is inherited by the fork
+// and across execve; the init's other threads stay unfiltered and run only
+// its own code). With notify it returns the user-notification
 // listener, else -1. execAllow adds the rules that guard an exec allowlist.
 func installSeccomp(notify, execAllow bool) (int, error) {
 	prog, err := filterProgram(notify, execAllow)

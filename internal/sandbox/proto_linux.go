@@ -12,11 +12,10 @@ import (
 // Hidden subcommands: os.Args[1] of this binary re-executed as a stage.
 const (
 	argInit  = "__sandbox-init"
-	argExec  = "__sandbox-exec"
 	argProbe = "__sandbox-probe"
 )
 
-// Descriptor numbers in the init and exec stages (ExtraFiles start at 3).
+// Descriptor numbers in the init (ExtraFiles start at 3).
 const (
 	fdConfig = 3 // pipe: JSON stage config, read once
 	fdCtl    = 4 // SOCK_SEQPACKET to the host: ctlMsg plus SCM_RIGHTS
@@ -53,7 +52,8 @@ type initConfig struct {
 	Exec       execConfig
 }
 
-// execConfig is what the init sends the exec stage on fdConfig.
+// execConfig is the agent's part of the init's configuration: what the
+// thread that starts it applies (exec_linux.go).
 type execConfig struct {
 	Argv      []string
 	Dir       string

@@ -1,7 +1,7 @@
 // Package sandbox runs one command in a least-privilege Linux sandbox.
 //
-// A sandbox is a tree of three processes, all this binary re-executed
-// through hidden subcommands (see [MaybeRunInternal]):
+// A sandbox is the host side, an init (this binary re-executed through a
+// hidden subcommand, see [MaybeRunInternal]) and the agent:
 //
 //   - the host side (the caller of [Start]) prepares inputs, writes limits
 //     into cgroups when it can, relays a pty, enforces the wall-time limit
@@ -12,13 +12,15 @@
 //     tmpfs, pivots into it, brings up loopback, creates the listeners the
 //     caller asked for inside the network namespace and hands them out,
 //     allocates the agent's pty from its own devpts instance when asked
-//     (the master goes to the host over the control socket), then reaps
-//     children and forwards signals;
-//   - the exec stage ("__sandbox-exec", in a nested user namespace where it
-//     is uid 1000 and owns no capability over the init's namespaces) starts
-//     a new session and session keyring, sets rlimits, drops every
-//     capability, sets no_new_privs, applies Landlock and seccomp, marks
-//     every inherited descriptor close-on-exec and executes the agent.
+//     (the master goes to the host over the control socket), starts the
+//     agent, then reaps children and forwards signals. The init is
+//     AgentUID (1000), the only uid mapped, holding the namespace's
+//     capabilities as ambient ones;
+//   - the agent is forked from an init thread that first joined a new
+//     session keyring, set rlimits, dropped every capability, set
+//     no_new_privs and applied Landlock and seccomp (all per-thread state,
+//     inherited by the fork); it runs in a new session as the same uid
+//     with no capability, and every descriptor but its stdio is closed.
 //
 // # Guarantees
 //
@@ -27,7 +29,7 @@
 // and /tmp (size-limited tmpfs), a new /proc and a minimal /dev; no host
 // /sys, no host HOME. Its network namespace holds only loopback. Mounts
 // cannot be undone because the agent has no capability in the user
-// namespace that owns its mount namespace. When the host side runs as root
+// namespace that owns its mount namespace (nor anywhere else). When the host side runs as root
 // the agent's files are owned by an unprivileged host uid ([HostUID]), never
 // by host root.
 //

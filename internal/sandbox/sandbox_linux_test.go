@@ -463,8 +463,10 @@ func TestForkBombBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFile(t, filepath.Join(e.ws, "ready"))
-	// Counted from the host: init, the agent and its children.
-	if n := len(sandboxPids(s.Pid())); n > limit+2 || n < limit/2 {
+	// Counted from the host: init, the agent and its children. The limit
+	// counts threads (the pids cgroup) or tasks of the agent's uid (the
+	// rlimit), and the init's and the Go probe's threads take a share.
+	if n := len(sandboxPids(s.Pid())); n > limit+2 || n < limit/3 {
 		t.Errorf("sandbox has %d processes with a limit of %d (via %s)", n, limit, s.Status().Limits)
 	}
 }

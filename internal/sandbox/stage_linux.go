@@ -6,8 +6,6 @@ func runStage(name string) (int, bool) {
 	switch name {
 	case argInit:
 		return runInit(), true
-	case argExec:
-		return runExec(), true
 	case argProbe:
 		return 0, true
 	}

@@ -24,7 +24,7 @@ import (
 )
 
 // TestMain lets this test binary be enclave itself: the sandbox re-executes
-// /proc/self/exe for its init and exec stages, and a copy of the binary
+// /proc/self/exe for its init, and a copy of the binary
 // named "enclave" (see enclaveBin) runs the CLI. So the tests drive the same
 // code a user runs without needing a Go toolchain at test time.
 func TestMain(m *testing.M) {
