@@ -55,7 +55,13 @@ func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 	if *jsonOut {
 		enc := json.NewEncoder(e.Stdout)
 		for _, s := range list {
-			if err := enc.Encode(sessionJSON(s)); err != nil {
+			m := sessionJSON(s)
+			// The team lead's view: review state, tier, compact status.
+			m["review_state"], m["review"] = sessionState(s), reviewStatus(st.dir, s)
+			if sum, err := review.ReadSummary(s); err == nil {
+				m["tier"] = sum.Tier
+			}
+			if err := enc.Encode(m); err != nil {
 				return err
 			}
 		}
@@ -66,7 +72,7 @@ func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SESSION\tSTARTED\tSTATE\tTIER\tEXIT\tBLOCKED\tFILES\tOUT\tCOMMAND")
+	fmt.Fprintln(tw, "SESSION\tSTARTED\tSTATE\tTIER\tEXIT\tBLOCKED\tFILES\tOUT\tREVIEW\tCOMMAND")
 	for _, s := range list {
 		exit := "-"
 		if s.ExitCode != nil {
@@ -76,8 +82,9 @@ func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 		if sum, err := review.ReadSummary(s); err == nil && sum.Tier != "" {
 			tierName = sum.Tier
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", s.ID, s.Started.Local().Format("2006-01-02 15:04"),
-			sessionState(s), safeText(tierName), exit, s.Blocked, s.FilesChanged, humanBytes(s.BytesUp), safeText(clip(strings.Join(s.Command, " "), 48)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.ID, s.Started.Local().Format("2006-01-02 15:04"),
+			sessionState(s), safeText(tierName), exit, s.Blocked, s.FilesChanged, humanBytes(s.BytesUp),
+			safeText(reviewStatus(st.dir, s)), safeText(clip(strings.Join(s.Command, " "), 48)))
 	}
 	return tw.Flush()
 }

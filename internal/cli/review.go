@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -685,6 +686,47 @@ func SessionMatch(s *store.Session, state, agent, tier string) bool {
 		}
 	}
 	return true
+}
+
+// reviewStatus is one session's compact review status for the team lead's
+// table: the verification result, the people who approved its latest
+// approved head, a rejection, the merge. It reads the session's summary
+// and its verification report only; enclave review and approve make the
+// full checks (report on the audit record, about the current head).
+func reviewStatus(stateDir string, s *store.Session) string {
+	if s.State == store.StateRunning {
+		return "-"
+	}
+	sum, err := review.ReadSummary(s)
+	if err != nil {
+		return "summary unreadable"
+	}
+	if sum.Merged != nil {
+		return "merged to " + strings.TrimPrefix(sum.Merged.Ref, "refs/heads/")
+	}
+	parts := []string{"not verified"}
+	if data, err := os.ReadFile(filepath.Join(stateDir, "sessions", s.ID, review.VerifyReportName)); err == nil {
+		var r struct {
+			Result string `json:"result"`
+		}
+		if json.Unmarshal(data, &r) == nil && r.Result != "" {
+			parts[0] = "verify " + r.Result
+		}
+	}
+	if n := len(sum.Approvals); n > 0 {
+		head := sum.Approvals[n-1].Head
+		var who []string
+		for _, a := range sum.Approvals {
+			if a.Head == head && !slices.Contains(who, a.User) {
+				who = append(who, a.User)
+			}
+		}
+		parts = append(parts, "approved by "+strings.Join(who, "+"))
+	}
+	if n := len(sum.Rejections); n > 0 {
+		parts = append(parts, "rejected by "+sum.Rejections[n-1].User)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // sessionState maps the core's "exited" to "needs-review" for display.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -314,6 +315,42 @@ merge: {mode: branch}
 	out = f.must("bob", "approve", sens)
 	if strings.Contains(out, "merged") || branch(sens) {
 		t.Fatalf("sensitive approval = %q, branch %v: the tier has no automatic merge", out, branch(sens))
+	}
+	// The team lead's view: filters by state, tier and agent, and a
+	// compact status per session.
+	ids := func(args ...string) string {
+		var got []string
+		for _, line := range strings.Split(strings.TrimSpace(f.must("", append([]string{"sessions", "--json", "-n", "0"}, args...)...)), "\n") {
+			var s struct{ ID string }
+			if line != "" && json.Unmarshal([]byte(line), &s) == nil {
+				got = append(got, s.ID)
+			}
+		}
+		slices.Sort(got)
+		return strings.Join(got, " ")
+	}
+	sorted := func(s ...string) string { slices.Sort(s); return strings.Join(s, " ") }
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--state", "merged"}, sorted(docs, routine)},
+		{[]string{"--state", "approved"}, sens},
+		{[]string{"--state", "needs-review"}, ""},
+		{[]string{"--tier", "docs-tests"}, docs},
+		{[]string{"--tier", "sensitive", "--state", "approved"}, sens},
+		{[]string{"--agent", "sh"}, sorted(docs, routine, sens)},
+		{[]string{"--agent", "claude"}, ""},
+	} {
+		if got := ids(tt.args...); got != tt.want {
+			t.Errorf("sessions %v = [%s], want [%s]", tt.args, got, tt.want)
+		}
+	}
+	table := f.must("", "sessions")
+	for _, want := range []string{"merged to enclave/" + docs, "merged to enclave/" + routine, "approved by bob"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("sessions table lacks %q:\n%s", want, table)
+		}
 	}
 	if out := f.must("bob", "merge", sens); !strings.Contains(out, "merged") || !branch(sens) {
 		t.Fatalf("merge of the sensitive session = %q", out)
