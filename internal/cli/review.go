@@ -151,7 +151,7 @@ func reviewJSON(c *review.Case) map[string]any {
 		"paths": c.Paths, "protected_paths": c.Protected, "unapproved_protected_paths": c.UnapprovedProtected(),
 		"verify": c.Verify, "verify_note": c.VerifyNote, "report_sha256": c.ReportSHA256,
 		"approvals": approvalsJSON(c.ValidApprovals()), "rejected": c.Rejected(),
-		"data": c.Data, "policy_sha256": c.Engine.Hash,
+		"data": c.Data, "policy_sha256": c.Engine.Hash, "merge": c.Merge,
 	}
 	if c.Report != nil {
 		m["findings"] = c.Report.Findings
@@ -160,6 +160,18 @@ func reviewJSON(c *review.Case) map[string]any {
 		m["merged"] = c.Summary.Merged
 	}
 	return m
+}
+
+// mergeText says where an approved change of the case's tier goes.
+func mergeText(m review.MergeConfig) string {
+	where := "to branch enclave/<session>"
+	if m.Mode == review.MergeTarget {
+		where = "into " + m.Target
+	}
+	if m.Auto {
+		return where + ", automatically on the approval that completes the approvals"
+	}
+	return where + ", by enclave merge"
 }
 
 func approvalsJSON(as []review.Approval) []map[string]any {
@@ -195,6 +207,7 @@ func writeReview(ctx context.Context, w io.Writer, c *review.Case, color bool) e
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "  task\t%s\n", safeText(task))
 	fmt.Fprintf(tw, "  tier\t%s: %d approval(s), verification %s, separation of duties %v\n", c.TierName, c.Tier.Approvals, c.Tier.Gate, c.Tier.SeparationOfDuties)
+	fmt.Fprintf(tw, "  merge\t%s\n", safeText(mergeText(c.Merge)))
 	fmt.Fprintf(tw, "  launched by\t%s at %s\n", safeText(s.User), s.Started.Local().Format("2006-01-02 15:04"))
 	fmt.Fprintf(tw, "  agent\t%s\n", safeText(clip(strings.Join(s.Command, " "), 100)))
 	fmt.Fprintf(tw, "  policy\t%s %.12s, profile %s; authz %.12s\n", safeText(s.PolicySource), s.PolicyHash, s.Profile, c.Engine.Hash)

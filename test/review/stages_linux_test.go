@@ -316,6 +316,13 @@ merge: {mode: branch}
 	if strings.Contains(out, "merged") || branch(sens) {
 		t.Fatalf("sensitive approval = %q, branch %v: the tier has no automatic merge", out, branch(sens))
 	}
+	if screen := f.must("bob", "review", sens); !strings.Contains(screen, "to branch enclave/<session>, by enclave merge") {
+		t.Errorf("review screen of the sensitive session does not say how it merges:\n%s", screen)
+	}
+	var rj struct{ Merge review.MergeConfig }
+	if err := json.Unmarshal([]byte(f.must("bob", "review", "--json", routine)), &rj); err != nil || rj.Merge != (review.MergeConfig{Mode: "target", Target: "release", Auto: true}) {
+		t.Errorf("review --json of the routine session: merge = %+v (%v), want target release, auto", rj.Merge, err)
+	}
 	// The team lead's view: filters by state, tier and agent, and a
 	// compact status per session.
 	ids := func(args ...string) string {
