@@ -52,8 +52,10 @@ func TestRealChangeReport(t *testing.T) {
 		m := last.Metrics
 		fmt.Printf("\n%s: %d rounds, median wall %.0f ms, result %s\n", label, rounds, median(total), last.Result)
 		if m != nil {
-			fmt.Printf("  change: %d files, +%d -%d lines (%d moved), %d duplicated, complexity delta %+d, test ratio %.2f\n",
-				m.FilesChanged, m.LinesAdded, m.LinesDeleted, m.LinesMoved, m.DuplicatedLines, m.ComplexityDelta, m.TestRatio)
+			fmt.Printf("  change: %d files (%d renamed), +%d -%d lines (%d moved), %d duplicated, complexity delta %+d, test ratio %.2f\n",
+				m.FilesChanged, m.FilesRenamed, m.LinesAdded, m.LinesDeleted, m.LinesMoved, m.DuplicatedLines, m.ComplexityDelta, m.TestRatio)
+			fmt.Printf("  churn: %d recent lines rewritten (%.2f of deleted, window %d days, partial %v), %d session lines over %d snapshots\n",
+				m.ChurnRecentLines, m.ChurnRecentRatio, m.ChurnWindowDays, m.ChurnPartial, m.ChurnSessionLines, m.SessionSnapshots)
 		}
 		fmt.Printf("  %-16s %-9s %8s %10s\n", "check", "status", "findings", "median ms")
 		for _, c := range last.Checks {
@@ -70,6 +72,9 @@ func TestRealChangeReport(t *testing.T) {
 		sort.Strings(keys)
 		for _, k := range keys {
 			fmt.Printf("  finding %s x%d\n", k, rules[k])
+		}
+		for _, tr := range last.Tools {
+			fmt.Printf("  tool %s: %s %s %s\n", tr.Name, tr.Status, tr.Version, tr.Detail)
 		}
 		if last.Tests != nil {
 			fmt.Printf("  tests: %q outcome %s in %.0f ms\n", last.Tests.Command, last.Tests.Outcome, last.Tests.Duration)
