@@ -283,6 +283,9 @@ type Match struct {
 	FileEnd   int
 	TextStart int // span in the text, 1-based lines
 	TextEnd   int
+	// Encoding names the layers the content was found under ("base64",
+	// "base64+gzip"); empty when it was found as it is.
+	Encoding string
 }
 
 // Match returns the classified files text shares content with.

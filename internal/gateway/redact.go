@@ -269,6 +269,83 @@ func (rd *redactor) placeholder(rule, sec string) (string, string) {
 
 // redact returns s with secrets replaced, and whether it changed.
 func (rd *redactor) redact(s string) (string, bool) {
+	fs := rd.findings(s)
+	if len(fs) == 0 {
+		return s, false
+	}
+	var b strings.Builder
+	last := 0
+	for _, f := range fs {
+		b.WriteString(s[last:f.start])
+		b.WriteString(rd.record(f.rule, s[f.start:f.end]))
+		last = f.end
+	}
+	b.WriteString(s[last:])
+	return b.String(), true
+}
+
+// record notes one occurrence of secret sec found by rule and returns its
+// placeholder.
+func (rd *redactor) record(rule, sec string) string {
+	ph, h := rd.placeholder(rule, sec)
+	key := rule + "\x00" + h
+	if r := rd.found[key]; r != nil {
+		r.Count++
+	} else {
+		rd.found[key] = &Redaction{Rule: rule, Hash: h, Placeholder: ph, Count: 1}
+		rd.order = append(rd.order, key)
+	}
+	return ph
+}
+
+// redactEncoded replaces every encoded run of s whose decoded text holds a
+// secret (views from decodeViews of s) by the secrets' placeholders: the
+// rule is named with the encoding ("aws-access-key-id/base64"), and the
+// hash is of the secret itself, so it matches the plain occurrence's. The
+// whole run goes, since a part of an encoding cannot be cut out cleanly.
+func (rd *redactor) redactEncoded(s string, views []view) (string, bool) {
+	type cut struct {
+		start, end int
+		ph         []string
+	}
+	var cuts []cut
+	for _, v := range views {
+		fs := rd.findings(v.text)
+		if len(fs) == 0 {
+			continue
+		}
+		c := cut{start: v.start, end: v.end}
+		for _, f := range fs {
+			c.ph = append(c.ph, rd.record(f.rule+"/"+v.enc, v.text[f.start:f.end]))
+		}
+		cuts = append(cuts, c)
+	}
+	if len(cuts) == 0 {
+		return s, false
+	}
+	// Overlapping runs (a base64 run inside a percent-encoded span) merge
+	// into one cut; then cut from the end so earlier offsets hold.
+	slices.SortStableFunc(cuts, func(a, b cut) int { return a.start - b.start })
+	merged := cuts[:1]
+	for _, c := range cuts[1:] {
+		m := &merged[len(merged)-1]
+		if c.start < m.end {
+			m.end = max(m.end, c.end)
+			m.ph = append(m.ph, c.ph...)
+			continue
+		}
+		merged = append(merged, c)
+	}
+	for i := len(merged) - 1; i >= 0; i-- {
+		c := merged[i]
+		s = s[:c.start] + strings.Join(slices.Compact(c.ph), " ") + s[c.end:]
+	}
+	return s, true
+}
+
+// findings returns the secrets in s, literal ones (the session token, the
+// provider keys) first, in order of position.
+func (rd *redactor) findings(s string) []finding {
 	var fs []finding
 	for _, l := range rd.literal {
 		if len(l.value) < minLiteralSecret {
@@ -291,28 +368,8 @@ func (rd *redactor) redact(s string) (string, bool) {
 			}
 		}
 	}
-	if len(fs) == 0 {
-		return s, false
-	}
 	slices.SortFunc(fs, func(x, y finding) int { return x.start - y.start })
-	var b strings.Builder
-	last := 0
-	for _, f := range fs {
-		sec := s[f.start:f.end]
-		ph, h := rd.placeholder(f.rule, sec)
-		key := f.rule + "\x00" + h
-		if r := rd.found[key]; r != nil {
-			r.Count++
-		} else {
-			rd.found[key] = &Redaction{Rule: f.rule, Hash: h, Placeholder: ph, Count: 1}
-			rd.order = append(rd.order, key)
-		}
-		b.WriteString(s[last:f.start])
-		b.WriteString(ph)
-		last = f.end
-	}
-	b.WriteString(s[last:])
-	return b.String(), true
+	return fs
 }
 
 func (rd *redactor) list() []Redaction {

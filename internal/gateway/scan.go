@@ -17,10 +17,11 @@ var opaqueKeys = map[string]bool{
 
 // Walk calls fn on every string value in a decoded JSON body that may carry
 // prompt text (message content, system prompts, tool inputs and results,
-// tool descriptions), replacing it with fn's result. Object keys and opaque
-// values (see opaqueKeys, base64 media "data" next to a media type, and
-// data: URLs) are left alone. It reports whether anything changed. The walk
-// is iterative-safe for any nesting the JSON decoder accepts.
+// tool descriptions, text documents), replacing it with fn's result. Object
+// keys and opaque values (see opaqueKeys, and the "data" of a binary media
+// block or data: URL, such as an image) are left alone; the data of a text
+// media block (text/plain, JSON, source code, octet-stream), base64 or
+// not, is prompt text like any other. It reports whether anything changed.
 func Walk(v any, fn func(s string) (string, bool)) (any, bool) {
 	return walk(v, "", nil, fn)
 }
@@ -28,7 +29,8 @@ func Walk(v any, fn func(s string) (string, bool)) (any, bool) {
 func walk(v any, key string, parent map[string]any, fn func(string) (string, bool)) (any, bool) {
 	switch t := v.(type) {
 	case string:
-		if opaqueKeys[key] || key == "data" && parent != nil && isMedia(parent) || isDataURL(t) {
+		if opaqueKeys[key] || key == "data" && parent != nil && isMedia(parent) && !textMedia(parent) ||
+			isDataURL(t) && !isTextDataURL(t) {
 			return t, false
 		}
 		return fn(t)
@@ -61,6 +63,33 @@ func isMedia(m map[string]any) bool {
 	_, b := m["mimeType"]
 	_, c := m["mime_type"]
 	return a || b || c
+}
+
+// textMedia reports whether a media block holds text (a plain-text
+// document, JSON, source code): its data is checked like any prompt text,
+// base64 or not, since anything can be sent as a "text/plain" document.
+func textMedia(m map[string]any) bool {
+	for _, k := range []string{"media_type", "mimeType", "mime_type"} {
+		if t, ok := m[k].(string); ok && isTextType(t) {
+			return true
+		}
+	}
+	return false
+}
+
+func isTextType(t string) bool {
+	t = strings.ToLower(strings.TrimSpace(t))
+	if i := strings.IndexByte(t, ';'); i >= 0 {
+		t = t[:i]
+	}
+	return strings.HasPrefix(t, "text/") || strings.HasSuffix(t, "json") || strings.HasSuffix(t, "xml") ||
+		strings.HasSuffix(t, "yaml") || strings.HasSuffix(t, "javascript") || t == "application/x-sh" ||
+		t == "application/octet-stream" || t == ""
+}
+
+func isTextDataURL(s string) bool {
+	i := strings.IndexByte(s, ',')
+	return i > 5 && isTextType(strings.TrimSuffix(s[5:i], ";base64"))
 }
 
 func isDataURL(s string) bool {
@@ -99,8 +128,10 @@ func (s *Session) inspect(root map[string]any, p *provider) inspection {
 	rd := s.newRedactor()
 	redactClassified := s.g.cfg.OnClassified == classifiedActionRedact
 	var blocked []string
+	overLimit := false
 	_, changed := Walk(root, func(str string) (string, bool) {
-		out, changed, matches := s.scanString(rd, str)
+		out, changed, matches, over := s.scanString(rd, str)
+		overLimit = overLimit || over
 		var spans []Match
 		for _, m := range matches {
 			h := Hit{Path: m.Path, Level: levels[m.Level], StartLine: m.FileStart, EndLine: m.FileEnd, Matched: m.Matched}
@@ -115,7 +146,11 @@ func (s *Session) inspect(root map[string]any, p *provider) inspection {
 				spans = append(spans, m)
 			default:
 				h.Action = "blocked"
-				blocked = append(blocked, fmt.Sprintf("%s lines %d-%d (%s)", m.Path, m.FileStart, m.FileEnd, levels[m.Level]))
+				enc := ""
+				if m.Encoding != "" {
+					enc = ", " + m.Encoding + "-encoded"
+				}
+				blocked = append(blocked, fmt.Sprintf("%s lines %d-%d (%s%s)", m.Path, m.FileStart, m.FileEnd, levels[m.Level], enc))
 			}
 			ins.hits = append(ins.hits, h)
 		}
@@ -136,6 +171,14 @@ func (s *Session) inspect(root map[string]any, p *provider) inspection {
 	})
 	ins.modified = changed
 	ins.redactions = rd.list()
+	if overLimit {
+		// Fail closed: what was not decoded was not checked.
+		ins.rule = "inspect.encoded"
+		ins.block = fmt.Sprintf("the prompt holds more encoded data (base64, hex, compressed) than the gateway decodes to check it (%d MiB decoded, %d MiB per compressed stream, %d runs per string); send it as plain text or in smaller parts",
+			maxDecodedBytes>>20, maxInflateBytes>>20, maxDecodeRuns)
+		ins.level = -1
+		return ins
+	}
 	if len(blocked) > 0 {
 		ins.rule = "classification"
 		ins.block = fmt.Sprintf("the prompt contains classified content above the clearance of %s (cleared up to %s): %s; remove it from the conversation or use a model cleared for it",
@@ -188,14 +231,16 @@ type scanResult struct {
 	changed bool
 	found   []Redaction // redactions this string produced, Count per occurrence
 	matches []Match
+	over    bool // an encoded run was left undecoded at a limit
 }
 
 // scanString redacts secrets in str and matches it against the classified
-// files, reusing the result for a string seen before in this session.
-func (s *Session) scanString(rd *redactor, str string) (string, bool, []Match) {
+// files, plain and decoded (see decodeViews), reusing the result for a
+// string seen before in this session.
+func (s *Session) scanString(rd *redactor, str string) (string, bool, []Match, bool) {
 	if len(str) < scanCacheMin {
-		out, changed := rd.redact(str)
-		return out, changed, s.index.Match(out)
+		r := s.scanOnce(rd, str)
+		return r.out, r.changed, r.matches, r.over
 	}
 	key := sha256.Sum256([]byte(str))
 	s.cacheMu.Lock()
@@ -203,11 +248,11 @@ func (s *Session) scanString(rd *redactor, str string) (string, bool, []Match) {
 	s.cacheMu.Unlock()
 	if ok {
 		rd.add(r.found)
-		return r.out, r.changed, r.matches
+		return r.out, r.changed, r.matches, r.over
 	}
 	sub := rd.fork()
-	out, changed := sub.redact(str)
-	r = &scanResult{out: out, changed: changed, found: sub.list(), matches: s.index.Match(out)}
+	r = s.scanOnce(sub, str)
+	r.found = sub.list()
 	rd.add(r.found)
 	s.cacheMu.Lock()
 	if len(s.cache) >= scanCacheMax {
@@ -215,5 +260,49 @@ func (s *Session) scanString(rd *redactor, str string) (string, bool, []Match) {
 	}
 	s.cache[key] = r
 	s.cacheMu.Unlock()
-	return r.out, r.changed, r.matches
+	return r.out, r.changed, r.matches, r.over
+}
+
+// scanOnce does the work of scanString with rd recording the redactions.
+func (s *Session) scanOnce(rd *redactor, str string) *scanResult {
+	out, changed := rd.redact(str)
+	r := &scanResult{}
+	if len(out) >= minEncodedRun {
+		views, over := decodeViews(out)
+		if o, c := rd.redactEncoded(out, views); c {
+			// The runs that held secrets are placeholders now; decode
+			// what is left for the classification check.
+			out, changed = o, true
+			views, over = decodeViews(out)
+		}
+		r.over = over
+		lines := lineStarts(out)
+		for _, v := range views {
+			for _, m := range s.index.Match(v.text) {
+				m.TextStart, m.TextEnd = lineAt(lines, v.start), lineAt(lines, max(v.start, v.end-1))
+				m.Encoding = v.enc
+				r.matches = append(r.matches, m)
+			}
+		}
+	}
+	r.out, r.changed = out, changed
+	r.matches = append(s.index.Match(out), r.matches...)
+	return r
+}
+
+// lineStarts returns the byte offset of each line of s.
+func lineStarts(s string) []int {
+	starts := []int{0}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			starts = append(starts, i+1)
+		}
+	}
+	return starts
+}
+
+// lineAt is the 1-based line holding byte off.
+func lineAt(starts []int, off int) int {
+	i, _ := slices.BinarySearch(starts, off+1)
+	return i
 }

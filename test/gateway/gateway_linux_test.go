@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -331,6 +332,17 @@ func TestSecretRedactedKeyNeverInside(t *testing.T) {
 			}
 			if !bytes.Contains(r.requests, []byte("[REDACTED:aws-access-key-id:")) {
 				t.Errorf("the upstream's requests lack the aws-access-key-id placeholder")
+			}
+			// The agent also printed the notes base64-encoded (wrapped at
+			// 76 columns): no line of that reaches the upstream either.
+			enc := base64.StdEncoding.EncodeToString([]byte(notes))
+			for i := 0; i+76 <= len(enc); i += 76 {
+				if bytes.Contains(r.requests, []byte(enc[i:i+76])) {
+					t.Errorf("the upstream received line %d of the base64-encoded notes", i/76+1)
+				}
+			}
+			if !bytes.Contains(r.requests, []byte("[REDACTED:aws-access-key-id/base64:")) {
+				t.Errorf("the upstream's requests lack the placeholder of the base64-encoded key")
 			}
 			evs := checkThroughGateway(t, e, r)
 
