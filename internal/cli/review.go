@@ -51,6 +51,18 @@ func (e *Env) reviewer(st *state) *review.Reviewer {
 	return &review.Reviewer{Store: st.store, Log: st.log, StateDir: st.dir, Git: &review.Git{Environ: e.environ()}}
 }
 
+// authorizeVerify asks the Cedar policy whether the caller may run the
+// verification gate on s, on the record; a denial stops verify.
+func (e *Env) authorizeVerify(ctx context.Context, st *state, s *store.Session) error {
+	if _, err := e.reviewer(st).AuthorizeVerify(ctx, e.principal(), s); err != nil {
+		if errors.Is(err, review.ErrDenied) {
+			return withHint(err, "the decision is on the audit record (enclave log --kind authz "+s.ID+"); the policies are the built-in ones and enclave.cedar beside enclave.yaml")
+		}
+		return fmt.Errorf("authorise verify: %w", err)
+	}
+	return nil
+}
+
 // humanOnly refuses commands that need a person when run by an agent,
 // after the refusal is on the record where possible.
 func (e *Env) humanOnly(who authz.Principal, what string) error {

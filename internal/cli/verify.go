@@ -54,6 +54,10 @@ file to use.`,
 		return err
 	}
 	defer st.Close()
+	// Who may verify is the Cedar policy's call, decided on the record.
+	if err := e.authorizeVerify(ctx, st, s); err != nil {
+		return err
+	}
 	dir := filepath.Join(st.dir, "sessions", s.ID)
 	c, err := st.sessionChange(s)
 	if err != nil {

@@ -393,6 +393,25 @@ func (r *Reviewer) SetTier(ctx context.Context, who authz.Principal, s *store.Se
 	return c, r.save(ctx, c)
 }
 
+// AuthorizeVerify puts Action::"verify" on session s to the policy for who
+// and records the decision; it returns an error wrapping [ErrDenied],
+// naming the deciding policy, when the policy denies. Verification must
+// not run unless it returns nil.
+func (r *Reviewer) AuthorizeVerify(ctx context.Context, who authz.Principal, s *store.Session) (authz.Decision, error) {
+	c, err := r.Open(ctx, s)
+	if err != nil {
+		return authz.Decision{}, err
+	}
+	d, err := r.Decide(ctx, c, who, authz.ActionVerify, map[string]any{"head_current": c.HeadCurrent()})
+	if err != nil {
+		return d, err
+	}
+	if !d.Allow {
+		return d, denied(d)
+	}
+	return d, nil
+}
+
 var gateRank = map[string]int{GateNone: 0, GateNoFail: 1, GatePass: 2}
 
 // Laxer reports whether tier a asks less than tier b in any respect:

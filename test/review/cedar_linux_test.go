@@ -3,11 +3,13 @@
 package review_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -88,4 +90,33 @@ when { resource.name == "127.0.0.1" && context.tier == "sensitive" };
 			}
 		})
 	}
+}
+
+// Verify is a stage too: the Cedar policy decides who may run the gate on
+// a session, on the record; a refused verify leaves the report untouched.
+func TestVerifyAuthorization(t *testing.T) {
+	f := newFixture(t)
+	write(t, filepath.Join(f.repo, authz.FileName), `
+@id("mallory-never-verifies")
+forbid (principal == User::"mallory", action == Action::"verify", resource is Session);
+`)
+	f.git(f.repo, "add", authz.FileName)
+	f.git(f.repo, "commit", "-q", "-m", "cedar policy")
+	id := f.runAgent(`printf 'x\n' > x.txt`, "routine")
+	report := filepath.Join(f.state, "sessions", id, "verify.json")
+	before, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("run did not verify the change: %v", err)
+	}
+	f.lastDecision(id, "verify", "allow", "humans-act-on-sessions")
+	f.refused("mallory", nil, "mallory-never-verifies", "verify", id)
+	f.lastDecision(id, "verify", "deny", "mallory-never-verifies")
+	f.refused("", []string{"ENCLAVE_SESSION=" + id}, "no policy permits it", "verify", id)
+	if after, _ := os.ReadFile(report); !bytes.Equal(before, after) {
+		t.Fatal("a refused verify rewrote the report")
+	}
+	if r := f.enclave("bob", nil, "verify", id); r.code != 0 && r.code != 3 {
+		t.Fatalf("bob's verify: exit %d\n%s", r.code, r.stderr)
+	}
+	f.lastDecision(id, "verify", "allow", "humans-act-on-sessions")
 }
