@@ -2,11 +2,12 @@ package session
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -22,6 +23,10 @@ import (
 // diskInterval is the backstop for what inotify does not report (writes
 // through a shared mapping, a queue overflow, a directory it could not
 // watch).
+//
+// The copy is the agent's: every path is resolved from a descriptor of the
+// copy's root without following a symlink (a directory the agent swapped
+// for a link to your HOME is not entered, watched or measured).
 type diskWatch struct {
 	root  string
 	max   int64
@@ -34,8 +39,11 @@ type diskWatch struct {
 	warn  string
 }
 
+// watchMask has no IN_DONT_FOLLOW: watches are added through
+// /proc/self/fd/N of a directory opened without following links, a magic
+// link that must be followed to reach it.
 const watchMask = unix.IN_MODIFY | unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_MOVED_FROM |
-	unix.IN_DELETE | unix.IN_CLOSE_WRITE | unix.IN_ONLYDIR | unix.IN_DONT_FOLLOW | unix.IN_EXCL_UNLINK
+	unix.IN_DELETE | unix.IN_CLOSE_WRITE | unix.IN_ONLYDIR | unix.IN_EXCL_UNLINK
 
 // newDiskWatch measures the copy and watches every directory in it. Call
 // it before the agent starts, so the baseline holds none of its writes. If
@@ -71,36 +79,43 @@ func (d *diskWatch) rescan() {
 // counts its files. A file already counted is counted again at its
 // current size, never twice.
 func (d *diskWatch) addTree(rel string) {
-	filepath.WalkDir(filepath.Join(d.root, rel), func(p string, e os.DirEntry, err error) error {
+	fd, err := openBeneath(d.root, rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return // gone, or not a directory reachable without a link
+	}
+	walkAt(fd, rel, func(r string, dirfd int, st *unix.Stat_t) {
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			d.setSize(r, st.Blocks*512)
+			return
+		}
+		if d.fd < 0 {
+			return
+		}
+		wd, err := unix.InotifyAddWatch(d.fd, fmt.Sprintf("/proc/self/fd/%d", dirfd), watchMask)
 		if err != nil {
-			return nil
-		}
-		r, _ := filepath.Rel(d.root, p)
-		if e.IsDir() {
-			if d.fd >= 0 {
-				wd, err := unix.InotifyAddWatch(d.fd, p, watchMask)
-				if err != nil {
-					if d.warn == "" {
-						d.warn = fmt.Sprintf("cannot watch %s (%v): growth there is seen by the %s walk only", r, err, diskInterval)
-					}
-				} else {
-					d.dirs[wd] = r
-				}
+			if d.warn == "" {
+				d.warn = fmt.Sprintf("cannot watch %s (%v): growth there is seen by the %s walk only", r, err, diskInterval)
 			}
-			return nil
+			return
 		}
-		d.setFile(r)
-		return nil
+		d.dirs[wd] = r
 	})
 }
 
 // setFile updates the count for one file from its current allocation.
 func (d *diskWatch) setFile(rel string) {
-	var st unix.Stat_t
 	n := int64(0)
-	if err := unix.Fstatat(unix.AT_FDCWD, filepath.Join(d.root, rel), &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		n = st.Blocks * 512
+	if fd, err := openBeneath(d.root, rel, unix.O_PATH|unix.O_NOFOLLOW); err == nil {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			n = st.Blocks * 512
+		}
+		unix.Close(fd)
 	}
+	d.setSize(rel, n)
+}
+
+func (d *diskWatch) setSize(rel string, n int64) {
 	d.total += n - d.files[rel]
 	if n == 0 {
 		delete(d.files, rel)
@@ -165,35 +180,35 @@ func (d *diskWatch) handle(buf []byte) {
 }
 
 // run enforces the limit until ctx ends or stop closes, calling over once
-// (and returning) when the copy has grown past the limit.
+// when the copy has grown past the limit. The inotify events are read on
+// a thread of their own, blocked in poll(2) rather than parked in the Go
+// scheduler, so a writer is stopped as soon as the kernel gives that
+// thread a CPU.
 func (d *diskWatch) run(ctx context.Context, stop <-chan struct{}, over func(grown int64)) {
-	events := make(chan []byte, 1)
+	var once sync.Once
+	fired := make(chan struct{})
+	fire := func(g int64) {
+		once.Do(func() {
+			over(g)
+			close(fired)
+		})
+	}
 	if d.fd >= 0 {
-		f := os.NewFile(uintptr(d.fd), "inotify") // non-blocking: reads park in the poller
-		defer f.Close()
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			defer close(events)
-			for {
-				buf := make([]byte, 64<<10)
-				n, err := f.Read(buf)
-				if err != nil {
-					if !errors.Is(err, os.ErrClosed) {
-						select {
-						case events <- nil: // tell the loop to fall back to walking
-						case <-done:
-						}
-					}
-					return
-				}
-				select {
-				case events <- buf[:n]:
-				case <-done:
-					return
-				}
-			}
-		}()
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err == nil {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				d.readLoop(p[0], fire)
+			}()
+			defer func() {
+				unix.Write(p[1], []byte{0}) // wake the reader
+				<-done
+				unix.Close(p[0])
+				unix.Close(p[1])
+				unix.Close(d.fd)
+			}()
+		}
 	}
 	t := time.NewTicker(diskInterval)
 	defer t.Stop()
@@ -203,22 +218,116 @@ func (d *diskWatch) run(ctx context.Context, stop <-chan struct{}, over func(gro
 			return
 		case <-stop:
 			return
-		case buf, ok := <-events:
-			if !ok || buf == nil {
-				events = nil // inotify failed: the walk goes on alone
-				continue
-			}
-			d.handle(buf)
+		case <-fired:
+			return
 		case <-t.C:
 			// The backstop: a fresh walk, whatever inotify said.
 			if g := treeSize(d.root) - d.walk; g > d.max {
-				over(g)
+				fire(g)
 				return
 			}
 		}
-		if g := d.grown(); g > d.max {
-			over(g)
+	}
+}
+
+// readLoop applies inotify events as they come until wake is readable,
+// inotify fails (the walk goes on alone) or the limit is crossed.
+func (d *diskWatch) readLoop(wake int, fire func(int64)) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	buf := make([]byte, 64<<10)
+	fds := []unix.PollFd{{Fd: int32(d.fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
+	for {
+		if _, err := unix.Poll(fds, -1); err != nil {
+			if err == unix.EINTR {
+				continue
+			}
 			return
 		}
+		if fds[1].Revents != 0 || fds[0].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+			return
+		}
+	read:
+		for {
+			n, err := unix.Read(d.fd, buf)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err == unix.EAGAIN:
+				break read
+			case err != nil || n <= 0:
+				return
+			}
+			d.handle(buf[:n])
+			if g := d.grown(); g > d.max {
+				fire(g)
+				return
+			}
+		}
 	}
+}
+
+// openBeneath opens rel below root (rel "" is root itself) without
+// following any symlink on the way, the last component included unless
+// flags hold O_PATH|O_NOFOLLOW (then a link is opened as itself).
+func openBeneath(root, rel string, flags int) (int, error) {
+	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(rfd)
+	if rel == "" {
+		rel = "."
+	}
+	return unix.Openat2(rfd, rel, &unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
+}
+
+// walkAt calls visit for the directory open as fd (named rel) and every
+// entry below it, depth first, never following a symlink: each directory
+// is opened relative to its parent with O_NOFOLLOW. For a directory, dirfd
+// is its own descriptor (valid during the call); for anything else it is
+// the parent's. walkAt closes fd.
+func walkAt(fd int, rel string, visit func(rel string, dirfd int, st *unix.Stat_t)) {
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return
+	}
+	visit(rel, fd, &st)
+	names, _ := f.Readdirnames(-1)
+	for _, name := range names {
+		r := name
+		if rel != "" {
+			r = rel + "/" + name
+		}
+		if unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			continue
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			visit(r, fd, &st)
+			continue
+		}
+		cfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		walkAt(cfd, r, visit)
+	}
+}
+
+// treeSize is the bytes allocated to everything under dir (directories
+// included), counted by blocks so sparse files count for what they hold
+// on disk, never following a symlink.
+func treeSize(dir string) int64 {
+	fd, err := openBeneath(dir, "", unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	walkAt(fd, "", func(_ string, _ int, st *unix.Stat_t) { n += st.Blocks * 512 })
+	return n
 }

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -647,19 +646,3 @@ func (r *recorder) DNSQuery(ctx context.Context, q egress.DNSQuery) error {
 
 // diskInterval is how often the workspace's growth is measured.
 const diskInterval = 250 * time.Millisecond
-
-// treeSize is the bytes allocated to files under dir, counted by blocks so
-// sparse files count for what they hold on disk.
-func treeSize(dir string) int64 {
-	var n int64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		if fi, err := d.Info(); err == nil {
-			n += diskUsage(fi)
-		}
-		return nil
-	})
-	return n
-}

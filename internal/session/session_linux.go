@@ -1,7 +1,6 @@
 package session
 
 import (
-	"io/fs"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -10,10 +9,3 @@ import (
 const oNoFollow = unix.O_NOFOLLOW
 
 var killSignal = syscall.SIGKILL
-
-func diskUsage(fi fs.FileInfo) int64 {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return st.Blocks * 512
-	}
-	return fi.Size()
-}
