@@ -367,6 +367,29 @@ existing unencrypted ed25519 SSH key is used instead. Prints the public key.`, "
 	return nil
 }
 
+// initHumanKey is enclave init's part for review: the acting person's
+// approval signing key, created when there is none (inside an agent's
+// session there is no person, so nothing is made). It reports on stderr;
+// stdout stays the audit log's public key.
+func (e *Env) initHumanKey(dir string) error {
+	who := e.principal()
+	if who.Type != authz.User {
+		return nil
+	}
+	if s, err := review.LoadKey(dir, who.ID); err == nil {
+		fmt.Fprintf(e.Stderr, "enclave: approvals by %s are signed with %s (%s)\n", who.ID, s.Path, s.KeyID)
+		return nil
+	} else if !errors.Is(err, review.ErrNoKey) {
+		return err
+	}
+	s, err := review.CreateKey(dir, who.ID)
+	if err != nil {
+		return fmt.Errorf("create the approval signing key of %s: %w", who.ID, err)
+	}
+	fmt.Fprintf(e.Stderr, "enclave: created the approval signing key of %s: %s (%s); enclave review key --ssh FILE uses an SSH key instead\n", who.ID, s.Path, s.KeyID)
+	return nil
+}
+
 // signer loads the acting user's key, creating one on first use.
 func (e *Env) signer(dir, user string) (*review.Signer, error) {
 	s, err := review.LoadKey(dir, user)

@@ -19,7 +19,8 @@ func (e *Env) initCmd(ctx context.Context, args []string) error {
 	fs := e.newFlagSet("init", "init [flags]", `Init writes enclave.yaml in the current directory: the built-in defaults,
 with a comment on every setting and an example for each. It also creates the
 audit log's ed25519 signing key in the state directory if there is none, and
-prints its public key, which verifies the log's checkpoints.`, "    enclave init\n    enclave init -force")
+prints its public key, which verifies the log's checkpoints; and your own
+ed25519 key for signing approvals (see enclave review key).`, "    enclave init\n    enclave init -force")
 	force := fs.Bool("force", false, "overwrite an existing enclave.yaml")
 	keyOnly := fs.Bool("key-only", false, "only create the signing key")
 	if err := fs.Parse(args); err != nil {
@@ -59,6 +60,9 @@ prints its public key, which verifies the log's checkpoints.`, "    enclave init
 		return err
 	}
 	if _, err := e.signingKey(dir); err != nil {
+		return err
+	}
+	if err := e.initHumanKey(dir); err != nil {
 		return err
 	}
 	pub, err := audit.ReadPublicKey(filepath.Join(dir, keyPublic))
