@@ -61,6 +61,8 @@ commit_release() {
 commit_release "$PREV"
 commit_release "$FROM"
 base=$(g rev-parse HEAD)
+# The base's modules too: gosec analyses the base to tell new findings.
+(cd "$work/repo" && GOFLAGS=-mod=mod go mod download) >&2
 commit_release "$TO"
 head=$(g rev-parse HEAD)
 echo "# diff: $(g diff --shortstat "$base" "$head")"

@@ -46,6 +46,10 @@ type gosecIssue struct {
 
 type gosecReport struct {
 	Issues []gosecIssue `json:"Issues"`
+	// Errors are packages gosec could not load or type-check (a module
+	// missing from the read-only cache, a build error): their files were
+	// not analysed, so an empty Issues list proves nothing about them.
+	Errors map[string]json.RawMessage `json:"Golang errors"`
 }
 
 // ToolRun records how an external analyser went, so that a report
@@ -303,6 +307,14 @@ func runGosec(ctx context.Context, dir string, pkgs []string, bin string, c *cha
 			msg = "gosec report is not valid JSON"
 		}
 		return nil, errors.New(msg)
+	}
+	if len(rep.Errors) > 0 {
+		var pkgs []string
+		for p := range rep.Errors {
+			pkgs = append(pkgs, strings.TrimPrefix(p, "/work/"))
+		}
+		sort.Strings(pkgs)
+		return nil, fmt.Errorf("gosec could not load %d package(s) (%s): missing modules or a build error", len(pkgs), clip(strings.Join(pkgs, ", "), 200))
 	}
 	return rep.Issues, nil
 }

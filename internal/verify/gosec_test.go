@@ -39,6 +39,8 @@ func TestGosecFakeRunner(t *testing.T) {
 		{"no report", nil, "", 0, "could-not-analyse"},
 		{"bad report", nil, "{not json", 0, "could-not-analyse"},
 		{"gosec failed", nil, report, 2, "could-not-analyse"},
+		// A package gosec could not load was not analysed: not a pass.
+		{"load errors", nil, `{"Golang errors":{"/work/cmd/x":[{"line":1,"column":1,"error":"no required module provides package example.com/dep"}]},"Issues":[]}`, 0, "could-not-analyse"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			withGosec(t, "/opt/fake/gosec", c.look)
@@ -211,5 +213,43 @@ func TestGosecReal(t *testing.T) {
 	}
 	if r.Result != Pass || len(r.Tools) != 1 || r.Tools[0].Status != "ran" || r.Tools[0].Version != GosecVersion {
 		t.Errorf("moved base finding: result %s, tools %+v, findings %+v", r.Result, r.Tools, r.Findings)
+	}
+}
+
+// When the base cannot be analysed (gosec could not load its packages),
+// the head's findings count only on added lines, and the report says so.
+func TestGosecBaseNotAnalysed(t *testing.T) {
+	oldSrc := "package main\n\nimport \"os/exec\"\n\nfunc run(c string) { _ = exec.Command(c).Run() }\n"
+	fx := newFixture(t, map[string]string{"go.mod": goMod, "run.go": oldSrc}, map[string]string{"run.go": oldSrc + "\nfunc run2(c string) { _ = exec.Command(c).Run() }\n"})
+	withGosec(t, "/opt/fake/gosec", nil)
+	issue := func(line string) string {
+		return `{"severity":"MEDIUM","confidence":"HIGH","rule_id":"G204","details":"d","file":"/work/run.go","line":"` + line + `"}`
+	}
+	runner := &fakeRunner{run: func(spec RunSpec) (RunResult, error) {
+		if spec.Tool == "" {
+			return RunResult{}, nil
+		}
+		rep := `{"Issues":[` + issue("5") + `,` + issue("7") + `]}`
+		if strings.Contains(spec.Dir, "enclave-verify-base-") {
+			rep = `{"Golang errors":{"/work":[{"error":"missing module"}]},"Issues":[]}`
+		}
+		os.WriteFile(filepath.Join(spec.Dir, gosecOut), []byte(rep), 0o644)
+		return RunResult{}, nil
+	}}
+	r, err := Run(context.Background(), Options{GitDir: fx.gitDir, Base: fx.base, Head: fx.head, Config: offline(), Sandbox: runner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range r.Findings {
+		if strings.HasPrefix(f.Rule, "gosec-") {
+			got = append(got, fmt.Sprintf("%s:%d", f.File, f.Line))
+		}
+	}
+	if strings.Join(got, ",") != "run.go:7" {
+		t.Errorf("gosec findings at %v, want [run.go:7] (the added line only)", got)
+	}
+	if len(r.Tools) != 1 || !strings.Contains(r.Tools[0].Detail, "base not analysed") {
+		t.Errorf("tools = %+v, want a detail saying the base was not analysed", r.Tools)
 	}
 }
