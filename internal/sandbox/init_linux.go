@@ -30,6 +30,15 @@ import (
 const newRoot = "/tmp"
 
 func runInit() int {
+	// Subscribing to signals costs the Go runtime a thread of its own and
+	// a round trip per signal: do it while the view is being built.
+	sigs := make(chan os.Signal, 32)
+	subscribed := make(chan struct{})
+	go func() {
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT,
+			syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGCHLD)
+		close(subscribed)
+	}()
 	logf := os.NewFile(fdLog, "log")
 	log := slog.New(slog.NewJSONHandler(logf, nil)).With("stage", "init")
 	fail := func(layer string, err error) int {
@@ -74,10 +83,8 @@ func runInit() int {
 		closeAll(fds)
 	}
 
-	// Subscribe before the child exists so no SIGCHLD is missed.
-	sigs := make(chan os.Signal, 32)
-	forward := []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT}
-	signal.Notify(sigs, append(forward, syscall.SIGCHLD)...)
+	// Subscribed (above) before the child exists so no SIGCHLD is missed.
+	<-subscribed
 
 	// The agent's terminal comes from this sandbox's own devpts instance,
 	// so its name (/dev/pts/N) resolves inside; the host gets the master.
