@@ -4,13 +4,18 @@
 # One run, on this machine, reports:
 #   - throughput of a 1 GiB transfer through a CONNECT tunnel, upload and
 #     download, against the same transfer over a direct loopback TCP
-#     connection (medians of ENCLAVE_BENCH_ROUNDS alternating rounds, ratio);
+#     connection (medians of ENCLAVE_BENCH_ROUNDS alternating rounds, ratio),
+#     with two bare relays as further peers: one copying through a 1 MiB
+#     buffer, one splicing (Go's io.Copy between TCP connections);
+#   - CPU seconds per GiB moved in each process (client, servers, proxy),
+#     which is what a relay competes for on a small machine;
 #   - the latency a small plain-HTTP GET gains through the proxy, p50 and
 #     p99, against a direct keep-alive request (ENCLAVE_BENCH_REQUESTS each);
 #   - Go micro-benchmarks of the per-request hot paths.
-# Everything runs on 127.0.0.1. The proxy records every flow through an
-# in-memory recorder, so the numbers include the record calls but not an
-# audit database's write cost.
+# The client (the agent), the proxy and the servers (the upstream) are three
+# processes, as in a session. Everything runs on 127.0.0.1. The proxy
+# records every flow through an in-memory recorder, so the numbers include
+# the record calls but not an audit database's write cost.
 #
 # Usage: bench/proxy.sh            (from anywhere in the repository)
 #        ENCLAVE_BENCH_ROUNDS=9 ENCLAVE_BENCH_MIB=1024 bench/proxy.sh
@@ -24,7 +29,7 @@ ENCLAVE_BENCH_ROUNDS="${ENCLAVE_BENCH_ROUNDS:-5}" \
 ENCLAVE_BENCH_MIB="${ENCLAVE_BENCH_MIB:-1024}" \
 ENCLAVE_BENCH_REQUESTS="${ENCLAVE_BENCH_REQUESTS:-5000}" \
 	go test -count=1 -run '^TestProxyBenchReport$' -v ./internal/egress/ 2>&1 |
-	grep -E '^(throughput|latency|proxy flows)|FAIL|panic'
+	grep -E '^(throughput|cpu per GiB|latency|proxy flows)|bench_test.go|FAIL|panic'
 go test -count=1 -run '^$' -benchmem \
 	-bench '^(BenchmarkSmallRequest(Direct|Proxy)|BenchmarkCheckHead|BenchmarkForbiddenReason)$' \
 	./internal/egress/ 2>&1 | grep -E '^(Benchmark|FAIL|panic)'

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -305,8 +306,10 @@ func TestProxyBenchReport(t *testing.T) {
 		"ENCLAVE_BENCH_TARGETS=" + strings.Join(targets, ","),
 		fmt.Sprintf("ENCLAVE_BENCH_SMALL=http://127.0.0.1:%d/", small),
 		"ENCLAVE_BENCH_PROXY=" + tp.addr,
+		fmt.Sprintf("ENCLAVE_BENCH_PIDS=%d,%d", servers.cmd.Process.Pid, os.Getpid()),
 	})
-	tput := map[string][]float64{} // "upload proxy" -> MiB/s per round
+	tput := map[string][]float64{}       // "upload proxy" -> MiB/s per round
+	cpu := map[string][3]time.Duration{} // "upload proxy" -> client, servers, proxy process
 	lat := map[string][]time.Duration{}
 	var size int64
 	sc := bufio.NewScanner(client.out)
@@ -318,6 +321,14 @@ func TestProxyBenchReport(t *testing.T) {
 			v, _ := strconv.ParseFloat(f[3], 64)
 			size, _ = strconv.ParseInt(f[4], 10, 64)
 			tput[f[1]+" "+f[2]] = append(tput[f[1]+" "+f[2]], v)
+		case len(f) == 6 && f[0] == "cpu":
+			k := f[1] + " " + f[2]
+			c := cpu[k]
+			for i := range c {
+				ns, _ := strconv.ParseInt(f[3+i], 10, 64)
+				c[i] += time.Duration(ns)
+			}
+			cpu[k] = c
 		case len(f) > 2 && f[0] == "lat":
 			for _, x := range f[2:] {
 				ns, _ := strconv.ParseInt(x, 10, 64)
@@ -339,6 +350,16 @@ func TestProxyBenchReport(t *testing.T) {
 			p := tput[dir+" "+via]
 			fmt.Printf("throughput %-8s %d MiB x %d rounds: direct median %.0f MiB/s, %-12s median %.0f MiB/s, ratio %.2f\n",
 				dir, size>>20, len(p), median(d), via, median(p), median(p)/median(d))
+		}
+	}
+	// CPU seconds per GiB moved, per process, summed over the rounds: the
+	// machine's CPUs are what a relay competes for.
+	for _, dir := range []string{"upload", "download"} {
+		for _, via := range []string{"direct", "proxy", "relay-copy", "relay-splice"} {
+			c, gib := cpu[dir+" "+via], float64(size)*float64(len(tput[dir+" "+via]))/(1<<30)
+			per := func(d time.Duration) float64 { return d.Seconds() / gib }
+			fmt.Printf("cpu per GiB %-8s %-12s client %.3fs, servers %.3fs, proxy process %.3fs, total %.3fs\n",
+				dir, via, per(c[0]), per(c[1]), per(c[2]), per(c[0]+c[1]+c[2]))
 		}
 	}
 	for _, q := range []float64{0.50, 0.99} {
@@ -373,6 +394,8 @@ func benchClient() error {
 	rounds := envInt("ENCLAVE_BENCH_ROUNDS", 5)
 	size := int64(envInt("ENCLAVE_BENCH_MIB", 1024)) << 20
 	requests := envInt("ENCLAVE_BENCH_REQUESTS", 5000)
+	pids := []string{"self"}
+	pids = append(pids, strings.Split(os.Getenv("ENCLAVE_BENCH_PIDS"), ",")...)
 	type target struct{ name, addr, connect string }
 	var targets []target
 	for _, spec := range strings.Split(os.Getenv("ENCLAVE_BENCH_TARGETS"), ",") {
@@ -395,13 +418,16 @@ func benchClient() error {
 						return err
 					}
 				}
+				cpu0 := cpuTimes(pids)
 				start := time.Now()
 				if err := transfer(c, nil, dir.n); err != nil {
 					return fmt.Errorf("%s %s: %w", dir.name, tg.name, err)
 				}
 				mbps := float64(size) / time.Since(start).Seconds() / (1 << 20)
+				cpu1 := cpuTimes(pids)
 				c.Close()
 				fmt.Printf("tput %s %s %.1f %d\n", dir.name, tg.name, mbps, size)
+				fmt.Printf("cpu %s %s %d %d %d\n", dir.name, tg.name, cpu1[0]-cpu0[0], cpu1[1]-cpu0[1], cpu1[2]-cpu0[2])
 			}
 		}
 	}
@@ -428,6 +454,29 @@ func benchClient() error {
 		fmt.Printf("lat %s %s\n", via, strings.Join(ls, " "))
 	}
 	return nil
+}
+
+// cpuTimes returns the user plus system CPU time each process has used so
+// far, from /proc (in clock ticks of 10ms; a 1 GiB round takes tens of
+// them). A process that cannot be read counts as 0.
+func cpuTimes(pids []string) []time.Duration {
+	ds := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses and may
+		// hold spaces: state is field 3, utime and stime fields 14 and 15.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ds[i] = time.Duration(u+s) * 10 * time.Millisecond
+	}
+	return ds
 }
 
 // connectThrough opens a CONNECT tunnel to target over c.
