@@ -36,10 +36,9 @@
 // # Not covered
 //
 // Egress and model decisions ([Scope]) are asked only after enclave.yaml
-// allowed them, so Cedar narrows them and never widens them; the DNS
-// responder still answers from the network allowlist alone (a name a
-// Cedar policy forbids resolves, but no flow to it is served), and a model
-// listing is filtered by the sanctioned models alone.
+// allowed them, so Cedar narrows them and never widens them. A model
+// listing is filtered by the sanctioned models alone, so it may name a
+// model a Cedar policy forbids (calling it is refused).
 //
 // There is no schema validation of user policies yet (cedar-go's validator is experimental): a policy naming
 // an attribute that does not exist errors at evaluation, which Decide treats

@@ -62,7 +62,8 @@ type EgressQuery struct {
 	Port int
 	// Method is the HTTP method, CONNECT for a tunnel; Path the raw path
 	// and query of a plain HTTP request ("" for a tunnel); Scheme "http"
-	// or "connect".
+	// or "connect". A DNS lookup of the name is Method and Scheme "dns"
+	// with Port 0.
 	Method, Path, Scheme string
 	// Rule is the network rule that allowed it, e.g. "network.allow[2]".
 	Rule string

@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/enclave-dev/enclave/internal/policy"
 )
@@ -78,5 +82,41 @@ func TestAuthorizeNarrows(t *testing.T) {
 	}
 	if d := tp.dial.Addrs(); len(d) != 1 {
 		t.Errorf("dialled %v, want only the one allowed flow", d)
+	}
+}
+
+// A name Config.Authorize refuses is not looked up on the host (its query
+// name would reach the domain's DNS servers) and gets REFUSED.
+func TestAuthorizeNarrowsDNS(t *testing.T) {
+	n, names := dnsPolicy()
+	tp := startProxy(t, n, names, func(c *Config) {
+		c.Authorize = func(ctx context.Context, f *Flow) (Authorization, error) {
+			if f.Scheme != "dns" || f.Port != 0 || f.Method != "DNS" {
+				return Authorization{}, fmt.Errorf("unexpected flow %+v", f)
+			}
+			if f.Host == "a.wild.test" {
+				return Authorization{Allow: true, Policies: []string{"egress-network-allowlist"}}, nil
+			}
+			return Authorization{Policies: []string{"no-wild"}, Reason: "forbidden by no-wild"}, nil
+		}
+	})
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go tp.p.ServeDNS(pc)
+	s := &dnsServer{testProxy: tp, udp: pc.LocalAddr().String()}
+	if m := s.exchangeUDP(t, dnsQuery(t, "a.wild.test.", dnsmessage.TypeA)); m.RCode != dnsmessage.RCodeSuccess || len(answerAddrs(m)) != 1 {
+		t.Errorf("permitted name: rcode %v answers %v, want one answer", m.RCode, answerAddrs(m))
+	}
+	if m := s.exchangeUDP(t, dnsQuery(t, "leaked-data.wild.test.", dnsmessage.TypeA)); m.RCode != dnsmessage.RCodeRefused || len(m.Answers) != 0 {
+		t.Errorf("forbidden name: rcode %v answers %v, want REFUSED", m.RCode, answerAddrs(m))
+	}
+	if asked := tp.res.Asked(); !slices.Contains(asked, "a.wild.test") || slices.Contains(asked, "leaked-data.wild.test") {
+		t.Errorf("names looked up on the host = %v, want a.wild.test and never the forbidden one", asked)
+	}
+	qs := tp.rec.Queries()
+	if len(qs) != 2 || !strings.Contains(qs[1].Reason, "no-wild") {
+		t.Errorf("recorded queries %+v, want the refusal naming no-wild", qs)
 	}
 }

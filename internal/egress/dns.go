@@ -217,7 +217,11 @@ func (p *Proxy) decideDNS(question *dnsmessage.Question) (dnsmessage.RCode, []ne
 		return dnsmessage.RCodeRefused, nil, "not a host name the proxy accepts: " + checkName(name).Error()
 	case !p.net.AllowsName(name):
 		return dnsmessage.RCodeRefused, nil, fmt.Sprintf("%s is not on the policy's network allowlist", name)
-	case question.Type != dnsmessage.TypeA:
+	}
+	if why := p.nameRefusal(name); why != "" {
+		return dnsmessage.RCodeRefused, nil, fmt.Sprintf("%s: %s", name, why)
+	}
+	if question.Type != dnsmessage.TypeA {
 		return dnsmessage.RCodeSuccess, nil, fmt.Sprintf("allowed name; no %s data is ever answered (A only)", typeName(question.Type))
 	}
 	ctx, cancel := context.WithTimeout(p.ctx, dnsLookupBudget)

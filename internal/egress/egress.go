@@ -204,6 +204,22 @@ type Authorization struct {
 	Reason   string
 }
 
+// nameRefusal puts a name the allowlist lets the DNS responder answer to
+// Config.Authorize, as a flow with method and scheme "dns" and port 0, and
+// returns why it refuses ("" when it does not): a policy that forbids the
+// host by name (whatever the port) also stops its lookups, which would
+// otherwise carry data in query names to the domain's DNS servers.
+func (p *Proxy) nameRefusal(name string) string {
+	if p.authz == nil {
+		return ""
+	}
+	f := &Flow{Host: name, Method: "DNS", Scheme: "dns", Decision: policy.Decision{Allow: true, Rule: "network.dns"}}
+	if p.authorize(f) {
+		return ""
+	}
+	return f.Decision.Reason
+}
+
 // RuleAuthz is the rule of a flow Config.Authorize refused.
 const RuleAuthz = "egress.authz"
 
