@@ -652,10 +652,12 @@ func (e *Env) policyCmd(ctx context.Context, args []string) error {
 	}
 	fs := e.newFlagSet("policy test", "policy test [--policy FILE] TESTFILE", `Test runs authorisation policy unit tests: TESTFILE is YAML with a list of
 tests, each a principal (User:<name> or Agent:<session>), an action (run,
-verify, review, tier, approve, reject, merge), a resource (session, tier,
-launcher, agent, command, profile, paths, protected_paths,
-approvals_required, gate, separation_of_duties), a context, the expected decision (allow or deny),
-and optionally the policy ids that must decide it. The policies are the
+verify, review, tier, approve, reject, merge, egress, model), a resource
+(session, tier, launcher, agent, command, profile, paths, protected_paths,
+approvals_required, gate, separation_of_duties; or host: name:port for
+egress; or model: provider/model with family and clearance for model), a
+context, the expected decision (allow or deny), and optionally the policy
+ids that must decide it. The policies are the
 built-in ones plus enclave.cedar at the repository top level (or --policy).`, "    enclave policy test policy_test.yaml")
 	pol := fs.String("policy", "", "Cedar policy `file` to add to the built-in policies (default: enclave.cedar of this repository)")
 	if err := fs.Parse(args[1:]); err != nil {
