@@ -185,8 +185,12 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 		}
 	}
 
+	exe := cfg.Exe
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
 	cmd := &exec.Cmd{
-		Path:   "/proc/self/exe",
+		Path:   exe,
 		Args:   []string{"enclave", argInit},
 		Env:    []string{}, // PID 1's environ is readable in principle: keep it empty
 		Stdin:  stdin,

@@ -163,6 +163,10 @@ type Config struct {
 	// Home is the inside path of a fresh tmpfs HOME; "" means /home/agent.
 	Home     string
 	Hostname string // "" means "enclave"
+	// Exe is the binary run as the sandbox's init ("" means this one,
+	// /proc/self/exe). It must be built from this package's source (its
+	// init dispatches the stage); benchmarks set it to the enclave binary.
+	Exe string
 	// ExecAllow, when non-empty, lists the only inside paths beneath which
 	// programs may be executed (Landlock execute right). The ELF
 	// interpreter is added automatically. Scripts need both the script and

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -763,6 +764,72 @@ func TestStatus(t *testing.T) {
 	if os.Geteuid() == 0 && st.HostUID == 0 {
 		t.Error("agent mapped to host root")
 	}
+}
+
+// BenchmarkStartVersusBubblewrap starts /bin/true in a sandbox and in
+// bubblewrap with the same namespaces and view, alternately, both from this
+// running process (as `enclave run` starts its sandbox), and reports the
+// medians and their ratio. bench/sandbox.sh runs it.
+func BenchmarkStartVersusBubblewrap(b *testing.B) {
+	if l := probeUserNS(); !l.OK {
+		b.Skip(l.Detail)
+	}
+	bwrap, err := exec.LookPath("bwrap")
+	if err != nil {
+		b.Skip("bubblewrap is not installed (apt-get install -y bubblewrap)")
+	}
+	ws, _ := os.MkdirTemp("", "sbbench-")
+	defer os.RemoveAll(ws)
+	os.Chmod(ws, 0o755)
+	if os.Geteuid() == 0 {
+		uid, gid, _ := HostIDs()
+		ChownTree(ws, uid, gid)
+	}
+	cfg := Config{
+		Argv:   []string{"/bin/true"},
+		Env:    []string{"PATH=/usr/bin:/bin"},
+		Mounts: []Mount{{Source: ws, Target: "/work", Writable: true}},
+		Dir:    "/work",
+		// bench/sandbox.sh points this at the enclave binary, whose
+		// start-up (more packages to initialise) is what users pay.
+		Exe: os.Getenv("ENCLAVE_BENCH_EXE"),
+	}
+	args := []string{"--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+		"--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"}
+	for _, l := range []string{"bin", "sbin", "lib", "lib64"} {
+		if t, err := os.Readlink("/" + l); err == nil {
+			args = append(args, "--symlink", t, "/"+l)
+		}
+	}
+	if fi, err := os.Stat("/opt"); err == nil && fi.IsDir() {
+		args = append(args, "--ro-bind", "/opt", "/opt")
+	}
+	args = append(args, "--bind", ws, "/work", "--tmpfs", "/tmp", "--tmpfs", "/home/agent",
+		"--proc", "/proc", "--dev", "/dev", "--hostname", "enclave", "--chdir", "/work", "/bin/true")
+	var ours, theirs []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		s, err := Start(context.Background(), &cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if code, err := s.Wait(); code != 0 || err != nil {
+			b.Fatalf("Wait() = %d, %v", code, err)
+		}
+		t1 := time.Now()
+		if out, err := exec.Command(bwrap, args...).CombinedOutput(); err != nil {
+			b.Fatalf("bwrap: %v: %s", err, out)
+		}
+		ours, theirs = append(ours, t1.Sub(t0)), append(theirs, time.Since(t1))
+	}
+	median := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Microseconds()) / 1000
+	}
+	e, w := median(ours), median(theirs)
+	b.ReportMetric(e, "enclave-ms")
+	b.ReportMetric(w, "bwrap-ms")
+	b.ReportMetric(e/w, "ratio")
 }
 
 func BenchmarkStartTrue(b *testing.B) {
