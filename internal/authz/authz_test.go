@@ -247,6 +247,9 @@ func FuzzNew(f *testing.F) {
 			return
 		}
 		e.Decide(Request{Principal: Principal{User, "u"}, Action: ActionApprove, Resource: sensitive(), Context: approveCtx()})
+		sc := e.ForSession(SessionFacts{Session: "s", Tier: "routine", Launcher: "u"})
+		sc.Egress(EgressQuery{Host: "h.example.com", Port: 443, Method: "GET", Path: "/x", Scheme: "http"})
+		sc.Model(ModelQuery{Provider: "p", Model: "m", Classification: "none", Rank: -1})
 	})
 }
 
