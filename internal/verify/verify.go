@@ -280,10 +280,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return f, err
 		}
 		gf, tr := goSec(ctx, ch, workdir, cfg, opts.Sandbox)
+		lf, ltr := runLinters(ctx, ch, workdir, cfg, opts.Sandbox)
 		mu.Lock()
-		r.Tools = append(r.Tools, tr)
+		r.Tools = append(append(r.Tools, tr), ltr...)
 		mu.Unlock()
-		return append(f, gf...), nil
+		return append(append(f, gf...), lf...), nil
 	})
 	// Tests write into the tree; run them after go vet read it.
 	wg.Wait()
@@ -450,6 +451,9 @@ func (r *Report) WriteSummary(w io.Writer) error {
 		b.WriteString(scrubLine(fmt.Sprintf("  [allowlisted] %s/%s %s:%d: %s", a.Finding.Check, a.Finding.Rule, a.Finding.File, a.Finding.Line, a.Reason)) + "\n")
 	}
 	for _, t := range r.Tools {
+		if t.Status == "not-needed" {
+			continue
+		}
 		line := fmt.Sprintf("tool %s: %s", t.Name, t.Status)
 		if t.Version != "" {
 			line += " (" + t.Version + ")"
