@@ -236,3 +236,36 @@ func BenchmarkProxyAuthz(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGatewayAuthz is the cost Cedar adds to a model call through the
+// gateway (fake upstream, in-process handler): without the hook and with
+// it (100 user rules; decisions cached per session).
+func BenchmarkGatewayAuthz(b *testing.B) {
+	var rules strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&rules, "@id(\"m%d\") forbid (principal, action == Action::\"model\", resource is Model) when { resource.model == \"m%d\" && context.tier == \"sensitive\" };\n", i, i)
+	}
+	e := userEngine(b, rules.String())
+	up, _ := fakeUpstream(b)
+	for _, tt := range []struct {
+		name string
+		e    *authz.Engine
+	}{{"yaml-only", nil}, {"yaml+cedar", e}} {
+		b.Run(tt.name, func(b *testing.B) {
+			o, _ := testOptions(b, up.URL)
+			o.Authz, o.Tier, o.User = tt.e, "sensitive", "alice"
+			rec := &recorder{log: o.Audit, session: "s-b"}
+			g, err := startGateway(b.Context(), o, b.TempDir(), b.TempDir(), "s-b", rec, authzScope(o, "s-b"), discardLogger())
+			if err != nil || g == nil {
+				b.Fatalf("startGateway = %v, %v", g, err)
+			}
+			h, tok := g.srv.(*http.Server).Handler, g.sess.Token()
+			b.ReportAllocs()
+			for b.Loop() {
+				if got := call(b, h, tok); got != 200 {
+					b.Fatalf("status %d", got)
+				}
+			}
+		})
+	}
+}

@@ -55,7 +55,7 @@ const realKey = "sk-ant-api03-REALKEYREALKEYREALKEYREALKEYREALKEYREALKEY-xyz"
 
 // fakeUpstream answers Anthropic Messages calls and remembers the keys it
 // was sent.
-func fakeUpstream(t *testing.T) (*httptest.Server, func() []string) {
+func fakeUpstream(t testing.TB) (*httptest.Server, func() []string) {
 	var mu sync.Mutex
 	var keys []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -70,7 +70,7 @@ func fakeUpstream(t *testing.T) (*httptest.Server, func() []string) {
 	return srv, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(keys) }
 }
 
-func testOptions(t *testing.T, upstream string, extraEnv ...string) (Options, *memLog) {
+func testOptions(t testing.TB, upstream string, extraEnv ...string) (Options, *memLog) {
 	t.Helper()
 	pol := policy.Default()
 	prof, err := pol.Profile(pol.DefaultProfile)
@@ -82,7 +82,7 @@ func testOptions(t *testing.T, upstream string, extraEnv ...string) (Options, *m
 	return Options{Argv: []string{"claude", "-p", "x"}, Policy: pol, Profile: prof, Environ: env, Audit: log}, log
 }
 
-func call(t *testing.T, h http.Handler, token string) int {
+func call(t testing.TB, h http.Handler, token string) int {
 	t.Helper()
 	req := httptest.NewRequest("POST", "/anthropic/v1/messages", strings.NewReader(`{"model":"claude-x","max_tokens":10,"messages":[{"role":"user","content":"hello"}]}`))
 	req.Header.Set("x-api-key", token)
