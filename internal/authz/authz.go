@@ -490,6 +490,18 @@ func value(v any) (cedar.Value, error) {
 		}
 		return cedar.NewSet(vs...), nil
 	case map[string]any:
+		if e, ok := v["__entity"]; ok && len(v) == 1 {
+			// Cedar's JSON form of an entity reference, so policy test
+			// files can write context.launcher:
+			// {__entity: {type: User, id: alice}}.
+			m, _ := e.(map[string]any)
+			typ, _ := m["type"].(string)
+			id, _ := m["id"].(string)
+			if len(m) != 2 || typ == "" || id == "" {
+				return nil, fmt.Errorf("__entity must be {type: T, id: I}: %w", ErrInvalid)
+			}
+			return cedar.NewEntityUID(cedar.EntityType(typ), cedar.String(id)), nil
+		}
 		return record(v)
 	}
 	return nil, fmt.Errorf("unsupported value type %T: %w", v, ErrInvalid)

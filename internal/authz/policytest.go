@@ -19,6 +19,11 @@ package authz
 //	    context: {verify: pass, head_current: true, owns_protected: false}
 //	    expect: deny
 //	    policies: [separation-of-duties]   # optional: exactly these decided
+//
+// An entity reference in a context is written in Cedar's JSON form:
+// launcher: {__entity: {type: User, id: alice}}. Egress and model tests
+// name a resource host: "name:port" or model: provider/model instead of a
+// session.
 
 import (
 	"bytes"

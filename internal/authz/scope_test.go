@@ -163,6 +163,21 @@ func TestScopeRequest(t *testing.T) {
 	if d := e.Decide(Request{Principal: Principal{Agent, "s-1"}, Action: ActionEgress, Target: &Target{Type: "Bucket", ID: "b"}}); d.Allow || len(d.Errors) == 0 {
 		t.Errorf("unknown target type = %+v, want an error deny", d)
 	}
+	// A policy test file writes the launcher in Cedar's __entity form; it
+	// must match the entity the scope puts in the context.
+	u, err := New(Source{Name: "enclave.cedar", Data: []byte(narrowing)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := ModelQuery{Provider: "google", Model: "gemini-2.5-pro", Family: "gemini", Classification: "none", Rank: -1}
+	ctx := map[string]any{"tier": "routine", "classification_rank": -1, "launcher": map[string]any{"__entity": map[string]any{"type": "User", "id": "bob"}}}
+	if d := u.Decide(Request{Principal: Principal{Agent, "s-1"}, Action: ActionModel, Target: ModelTarget(q.Provider, q.Model, q.Family, ""), Context: ctx}); d.Allow || !slices.Equal(d.Policies, []string{"bob-sessions-no-gemini"}) {
+		t.Errorf("__entity launcher: %+v, want deny by bob-sessions-no-gemini", d)
+	}
+	ctx["launcher"] = map[string]any{"__entity": map[string]any{"type": "User"}}
+	if d := u.Decide(Request{Principal: Principal{Agent, "s-1"}, Action: ActionModel, Target: ModelTarget(q.Provider, q.Model, q.Family, ""), Context: ctx}); d.Allow || len(d.Errors) == 0 {
+		t.Errorf("__entity without id = %+v, want an error deny", d)
+	}
 }
 
 func TestScopeCache(t *testing.T) {
