@@ -181,6 +181,7 @@ func verifyConfig(g policy.VerifyGate) verify.Config {
 		TestTimeout: g.TestTimeout,
 		TestMemory:  g.TestMemory,
 		TestNetwork: g.TestNetwork,
+		ChurnWindow: g.ChurnWindow,
 		Deps: verify.DepPolicy{
 			Allow:         g.DepsAllow,
 			Deny:          g.DepsDeny,

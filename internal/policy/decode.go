@@ -39,7 +39,7 @@ var schema = map[string][]string{
 	"gateway":                    {"budget"},
 	"gateway.budget":             {"tokens", "requests"},
 	"gates":                      {"verify"},
-	"gates.verify":               {"checks", "rules", "allow", "scope", "dependencies", "osv", "secret_rules", "test_command", "test_timeout", "test_memory", "test_network"},
+	"gates.verify":               {"checks", "rules", "allow", "scope", "dependencies", "osv", "secret_rules", "test_command", "test_timeout", "test_memory", "test_network", "churn_window"},
 	"gates.verify.allow[]":       {"check", "rule", "path", "fingerprint", "reason"},
 	"gates.verify.dependencies":  {"allow", "deny", "needs_approval"},
 }

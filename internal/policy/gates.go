@@ -53,6 +53,9 @@ type VerifyGate struct {
 	// package registries the tests may reach through the gate's own egress
 	// proxy. Empty means the tests have no network.
 	TestNetwork []HostRule
+	// ChurnWindow is how recent a base line must be for rewriting it to
+	// count as churn; 0 means the gate's default (21 days).
+	ChurnWindow time.Duration
 }
 
 // GateAllow accepts findings: every set field must match.
@@ -318,6 +321,14 @@ func (d *decoder) gates(n *yaml.Node) Gates {
 				d.failf(t, f+".test_timeout", "write a duration greater than zero, e.g. 10m", "not positive")
 			}
 			vg.TestTimeout = v
+		}
+	}
+	if t, ok := vm["churn_window"]; ok {
+		if v, ok := d.duration(t, f+".churn_window"); ok {
+			if v <= 0 {
+				d.failf(t, f+".churn_window", "write a duration greater than zero, e.g. 21d", "not positive")
+			}
+			vg.ChurnWindow = v
 		}
 	}
 	if t, ok := vm["test_network"]; ok {

@@ -30,6 +30,7 @@ gates:
     test_network:
       - {host: registry.example.com, methods: [GET, HEAD], allow_connect: true}
       - {host: "*.pkg.example.com", ports: [8443]}
+    churn_window: 14d
 `
 	p, err := Parse("enclave.yaml", []byte(src))
 	if err != nil {
@@ -55,6 +56,7 @@ gates:
 			{Host: "registry.example.com", Methods: []string{"GET", "HEAD"}, AllowConnect: true, Line: 20},
 			{Host: "*.pkg.example.com", Ports: []int{8443}, Line: 21},
 		},
+		ChurnWindow: 14 * 24 * time.Hour,
 	}
 	if got := p.Gates.Verify; !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(gates).Gates.Verify = %+v, want %+v", got, want)
