@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/enclave-dev/enclave/internal/policy"
 	"github.com/enclave-dev/enclave/internal/store"
@@ -165,15 +166,18 @@ func TestVerifySecretRulesFile(t *testing.T) {
 }
 
 // gates.verify.test_network reaches the gate's config as the test run's
-// allowlist, and nothing else gets it.
+// allowlist, and nothing else gets it; churn_window reaches it too.
 func TestVerifyConfigTestNetwork(t *testing.T) {
-	p, err := policy.Parse("enclave.yaml", []byte("version: 1\ngates:\n  verify:\n    test_network:\n      - {host: registry.example.com, methods: [GET]}\n"))
+	p, err := policy.Parse("enclave.yaml", []byte("version: 1\ngates:\n  verify:\n    churn_window: 7d\n    test_network:\n      - {host: registry.example.com, methods: [GET]}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := verifyConfig(p.Gates.Verify)
 	if len(cfg.TestNetwork) != 1 || cfg.TestNetwork[0].Host != "registry.example.com" || strings.Join(cfg.TestNetwork[0].Methods, ",") != "GET" {
 		t.Errorf("verifyConfig(test_network).TestNetwork = %+v, want the registry rule", cfg.TestNetwork)
+	}
+	if cfg.ChurnWindow != 7*24*time.Hour {
+		t.Errorf("verifyConfig(churn_window: 7d).ChurnWindow = %v, want 168h", cfg.ChurnWindow)
 	}
 	if cfg := verifyConfig(policy.Default().Gates.Verify); len(cfg.TestNetwork) != 0 {
 		t.Errorf("default policy: TestNetwork = %+v, want none", cfg.TestNetwork)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -179,9 +180,22 @@ func (r *repo) blameTimes(ctx context.Context, commit, path string) (map[int]int
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	times, serr := parseBlame(stdout)
+	io.Copy(io.Discard, stdout) // let git finish if parsing stopped early
+	if err := cmd.Wait(); err != nil {
+		return nil, fmt.Errorf("git blame %s: %v: %s", path, err, scrubLine(clip(strings.TrimSpace(errb.String()), 300)))
+	}
+	return times, serr
+}
+
+// parseBlame reads `git blame --porcelain` output: for each line of the
+// file, the committer time of the commit that last changed it, keyed by
+// the line's number in the blamed version. Content lines start with a tab,
+// so file content cannot pass for a header.
+func parseBlame(r io.Reader) (map[int]int64, error) {
 	times := map[int]int64{}
 	commitTime := map[string]int64{}
-	sc := bufio.NewScanner(stdout)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	var cur string
 	var curLine int
@@ -192,7 +206,7 @@ func (r *repo) blameTimes(ctx context.Context, commit, path string) (map[int]int
 			continue
 		}
 		f := strings.Fields(l)
-		if len(f) >= 3 && len(f[0]) == 40 && isHex40(f[0]) {
+		if len(f) >= 3 && isHex40(f[0]) {
 			cur = f[0]
 			curLine, _ = strconv.Atoi(f[2])
 			continue
@@ -202,9 +216,5 @@ func (r *repo) blameTimes(ctx context.Context, commit, path string) (map[int]int
 			commitTime[cur] = t
 		}
 	}
-	serr := sc.Err()
-	if err := cmd.Wait(); err != nil {
-		return nil, fmt.Errorf("git blame %s: %v: %s", path, err, scrubLine(clip(strings.TrimSpace(errb.String()), 300)))
-	}
-	return times, serr
+	return times, sc.Err()
 }
