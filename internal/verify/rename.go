@@ -25,8 +25,9 @@ const renameThreshold = 50
 
 // maxRenamePairs bounds the similarity comparisons (added × deleted); past
 // it only identical content and names are paired, as git's
-// diff.renameLimit does.
-const maxRenamePairs = 250000
+// diff.renameLimit does. Pairs whose sizes differ by more than 2× are not
+// compared: they cannot reach renameThreshold.
+const maxRenamePairs = 40000
 
 func (c *changeSet) pairRenames(added, deleted []string) {
 	sort.Strings(added)
@@ -86,6 +87,9 @@ func (c *changeSet) pairRenames(added, deleted []string) {
 			for _, old := range restDeleted {
 				osig, ok := oldSig[old]
 				if !ok {
+					continue
+				}
+				if 2*min(osig.size, ns.size) < max(osig.size, ns.size) {
 					continue
 				}
 				if sim := similarity(osig, ns); sim >= renameThreshold {
