@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,10 +20,12 @@ import (
 // measured: inotify reports each write, create, move and delete under the
 // copy as it happens and the watcher keeps a running count of the bytes
 // allocated to every file, so a writer is stopped within milliseconds of
-// crossing the limit, not at the next walk. A walk of the whole copy every
-// diskInterval is the backstop for what inotify does not report (writes
-// through a shared mapping, a queue overflow, a directory it could not
-// watch).
+// crossing the limit, not at the next walk. What inotify does not report
+// is caught later: every deletedInterval the files the sandbox's processes
+// hold open after deleting them (a file unlinked while open grows unseen by
+// any walk) are added up, and every walkInterval the whole copy is walked
+// again (writes through a shared mapping, a queue overflow, a directory it
+// could not watch).
 //
 // The copy is the agent's: every path is resolved from a descriptor of the
 // copy's root without following a symlink (a directory the agent swapped
@@ -33,11 +36,27 @@ type diskWatch struct {
 	fd    int            // inotify instance, -1 when only walking
 	dirs  map[int]string // watch descriptor → directory, relative to root
 	files map[string]int64
-	total int64 // bytes allocated to files now
-	base  int64 // bytes allocated when the watch started
-	walk  int64 // treeSize when the watch started, for the backstop
+	total int64  // bytes allocated to files now
+	base  int64  // bytes allocated when the watch started
+	walk  int64  // treeSize when the watch started, for the backstop
+	dev   uint64 // the copy's file system
 	warn  string
+	mu    sync.Mutex // total, files and dirs once run has started
+	// deleted is signalled when a file of the copy is deleted: it may
+	// still be open, and grow where no event reports it.
+	deleted chan struct{}
 }
+
+const (
+	// deletedInterval is how often open, deleted files are counted.
+	deletedInterval = 250 * time.Millisecond
+	// heldInterval is how often they are counted while there are some
+	// (and at once when a file of the copy is deleted).
+	heldInterval = 10 * time.Millisecond
+	// walkInterval is how often the copy is walked while inotify works;
+	// without it, every deletedInterval.
+	walkInterval = 2 * time.Second
+)
 
 // watchMask has no IN_DONT_FOLLOW: watches are added through
 // /proc/self/fd/N of a directory opened without following links, a magic
@@ -50,12 +69,16 @@ const watchMask = unix.IN_MODIFY | unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_M
 // inotify is unavailable the watch still works, by walking alone, and
 // Warning says so.
 func newDiskWatch(root string, max int64) *diskWatch {
-	d := &diskWatch{root: root, max: max, fd: -1}
+	d := &diskWatch{root: root, max: max, fd: -1, deleted: make(chan struct{}, 1)}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
-		d.warn = fmt.Sprintf("inotify unavailable (%v): limits.disk is checked every %s only", err, diskInterval)
+		d.warn = fmt.Sprintf("inotify unavailable (%v): limits.disk is checked every %s only", err, deletedInterval)
 	} else {
 		d.fd = fd
+	}
+	var st unix.Stat_t
+	if unix.Stat(root, &st) == nil {
+		d.dev = st.Dev
 	}
 	d.walk = treeSize(root)
 	d.rescan()
@@ -94,7 +117,7 @@ func (d *diskWatch) addTree(rel string) {
 		wd, err := unix.InotifyAddWatch(d.fd, fmt.Sprintf("/proc/self/fd/%d", dirfd), watchMask)
 		if err != nil {
 			if d.warn == "" {
-				d.warn = fmt.Sprintf("cannot watch %s (%v): growth there is seen by the %s walk only", r, err, diskInterval)
+				d.warn = fmt.Sprintf("cannot watch %s (%v): growth there is seen by the walk every %s only", r, err, walkInterval)
 			}
 			return
 		}
@@ -175,6 +198,12 @@ func (d *diskWatch) handle(buf []byte) {
 			d.dropTree(rel)
 		default:
 			d.setFile(rel)
+			if ev.Mask&unix.IN_DELETE != 0 {
+				select {
+				case d.deleted <- struct{}{}:
+				default:
+				}
+			}
 		}
 	}
 }
@@ -184,7 +213,9 @@ func (d *diskWatch) handle(buf []byte) {
 // a thread of their own, blocked in poll(2) rather than parked in the Go
 // scheduler, so a writer is stopped as soon as the kernel gives that
 // thread a CPU.
-func (d *diskWatch) run(ctx context.Context, stop <-chan struct{}, over func(grown int64)) {
+//
+// pids lists the sandbox's processes, for the open deleted files.
+func (d *diskWatch) run(ctx context.Context, stop <-chan struct{}, pids func() []int, over func(grown int64)) {
 	var once sync.Once
 	fired := make(chan struct{})
 	fire := func(g int64) {
@@ -210,8 +241,13 @@ func (d *diskWatch) run(ctx context.Context, stop <-chan struct{}, over func(gro
 			}()
 		}
 	}
-	t := time.NewTicker(diskInterval)
+	walkEvery := walkInterval
+	if d.fd < 0 {
+		walkEvery = deletedInterval
+	}
+	t := time.NewTimer(deletedInterval)
 	defer t.Stop()
+	walked, lastWalk := d.walk, time.Now() // the last walk's total
 	for {
 		select {
 		case <-ctx.Done():
@@ -220,14 +256,82 @@ func (d *diskWatch) run(ctx context.Context, stop <-chan struct{}, over func(gro
 			return
 		case <-fired:
 			return
+		case <-d.deleted:
 		case <-t.C:
-			// The backstop: a fresh walk, whatever inotify said.
-			if g := treeSize(d.root) - d.walk; g > d.max {
-				fire(g)
-				return
+		}
+		if time.Since(lastWalk) >= walkEvery {
+			// A fresh walk, whatever inotify said.
+			walked, lastWalk = treeSize(d.root), time.Now()
+		}
+		// Growth no event and no walk sees, on top of the larger of
+		// the two counts.
+		held := openDeleted(pids(), d.dev)
+		if g := max(walked-d.walk, d.grownNow()) + held; g > d.max {
+			fire(g)
+			return
+		}
+		// While deleted files are held open, nothing but this scan sees
+		// them grow: look often.
+		next := deletedInterval
+		if held > 0 {
+			next = heldInterval
+		}
+		t.Reset(next)
+	}
+}
+
+// grownNow is grown, read safely while the reader thread updates it.
+func (d *diskWatch) grownNow() int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.total - d.base
+}
+
+// openDeleted adds up the blocks of regular files on file system dev that
+// the given processes hold open after every name of them was deleted,
+// each file once.
+func openDeleted(pids []int, dev uint64) int64 {
+	seen := map[uint64]bool{}
+	var n int64
+	for _, pid := range pids {
+		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
+		fds, err := os.ReadDir(dir)
+		if err != nil {
+			continue // gone, or not ours to look at (the init)
+		}
+		for _, fd := range fds {
+			var st unix.Stat_t
+			if unix.Stat(dir+fd.Name(), &st) != nil {
+				continue
+			}
+			if st.Dev != dev || st.Nlink != 0 || st.Mode&unix.S_IFMT != unix.S_IFREG || seen[st.Ino] {
+				continue
+			}
+			seen[st.Ino] = true
+			n += st.Blocks * 512
+		}
+	}
+	return n
+}
+
+// descendants lists pid and every process below it.
+func descendants(pid int) []int {
+	out := []int{pid}
+	for i := 0; i < len(out); i++ {
+		tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(out[i]) + "/task")
+		for _, t := range tasks {
+			b, err := os.ReadFile("/proc/" + strconv.Itoa(out[i]) + "/task/" + t.Name() + "/children")
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					out = append(out, c)
+				}
 			}
 		}
 	}
+	return out
 }
 
 // readLoop applies inotify events as they come until wake is readable,
@@ -258,8 +362,11 @@ func (d *diskWatch) readLoop(wake int, fire func(int64)) {
 			case err != nil || n <= 0:
 				return
 			}
+			d.mu.Lock()
 			d.handle(buf[:n])
-			if g := d.grown(); g > d.max {
+			g := d.grown()
+			d.mu.Unlock()
+			if g > d.max {
 				fire(g)
 				return
 			}

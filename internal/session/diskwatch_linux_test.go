@@ -33,7 +33,7 @@ func TestDiskWatchStopsAFastWriter(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		d.run(context.Background(), stop, func(g int64) {
+		d.run(context.Background(), stop, func() []int { return nil }, func(g int64) {
 			grownAt.Store(g)
 			stopped.Store(true)
 		})
@@ -140,5 +140,43 @@ func TestDiskWatchNeverFollowsLinks(t *testing.T) {
 	}
 	if g := treeSize(root) - d.walk; g != 0 {
 		t.Errorf("walk grew by %d after writing outside the copy, want 0", g)
+	}
+}
+
+// TestDiskWatchSeesDeletedOpenFiles: a file unlinked while open grows where
+// no walk and no directory event can see it; the watch counts what the
+// sandbox's processes (here, this one) hold open.
+func TestDiskWatchSeesDeletedOpenFiles(t *testing.T) {
+	root := t.TempDir()
+	const limit = 4 << 20
+	d := newDiskWatch(root, limit)
+	f, err := os.Create(filepath.Join(root, "hidden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Remove(f.Name()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(bytes.Repeat([]byte("d"), 8<<20)); err != nil {
+		t.Fatal(err)
+	}
+	f.Sync()
+	if n := openDeleted([]int{os.Getpid()}, d.dev); n < 8<<20 {
+		t.Fatalf("openDeleted = %d, want the 8 MiB held by a deleted file", n)
+	}
+	if g := treeSize(root) - d.walk; g >= 1<<20 {
+		t.Fatalf("the walk saw %d bytes of a deleted file", g)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	got := make(chan int64, 1)
+	start := time.Now()
+	go d.run(context.Background(), stop, func() []int { return descendants(os.Getpid()) }, func(g int64) { got <- g })
+	select {
+	case g := <-got:
+		t.Logf("fired after %v at %d bytes", time.Since(start), g)
+	case <-time.After(5 * time.Second):
+		t.Fatal("8 MiB in a deleted, open file did not trip a 4 MiB limit")
 	}
 }

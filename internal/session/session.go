@@ -311,7 +311,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 	if disk != nil {
 		d := disk.max
-		go disk.run(ctx, stopFwd, func(size int64) {
+		initPid := sb.Pid()
+		go disk.run(ctx, stopFwd, func() []int { return descendants(initPid) }, func(size int64) {
 			// Stop the writer first; the record follows.
 			_ = sb.Signal(killSignal)
 			rec.addBlocked(Blocked{Kind: "limit", What: "workspace disk", Reason: fmt.Sprintf("the workspace grew by %d bytes, over limits.disk %d", size, d)})
@@ -643,6 +644,3 @@ func (r *recorder) DNSQuery(ctx context.Context, q egress.DNSQuery) error {
 		"name": q.Name, "type": q.Type, "rcode": q.Rcode, "answers": q.Answers, "reason": q.Reason, "transport": q.Transport,
 	})
 }
-
-// diskInterval is how often the workspace's growth is measured.
-const diskInterval = 250 * time.Millisecond

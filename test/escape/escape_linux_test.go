@@ -11,6 +11,7 @@ package escape
 
 import (
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -1044,6 +1045,41 @@ func TestWorkspaceDiskLimit(t *testing.T) {
 	// past the limit (a 250 ms walk alone let it reach the probe's cap).
 	if total > 40<<20 {
 		t.Errorf("limits.disk 16MiB: the agent grew the workspace copy on the host disk to %d MiB before the session was stopped", total>>20)
+	}
+}
+
+// TestWorkspaceDiskLimitDeletedFiles: files deleted while open still take
+// disk. The probe writes 128 MiB into such files under a 16 MiB limit and
+// then waits; judged by the session's end and its record, not the probe.
+func TestWorkspaceDiskLimitDeletedFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: -short skips resource exhaustion")
+	}
+	f := newFixture(t)
+	pol := strings.Replace(fmt.Sprintf(limitsPolicy, "30s"), "      tmp_size: 16MiB\n", "      tmp_size: 16MiB\n      disk: 16MiB\n", 1)
+	r := f.run(runOpts{policy: pol, timeout: 60 * time.Second}, "fill-deleted", "/workspace/gone", "128")
+	if r.code == 0 {
+		t.Errorf("the session holding 128 MiB of deleted files under disk: 16MiB exited 0 after %s", r.took)
+	}
+	if r.took > 8*time.Second {
+		t.Errorf("the session ran %s: it was not stopped before the probe finished writing and waited", r.took)
+	}
+	killed := false
+	for _, e := range f.events(r.id) {
+		if e.Kind == "limit" && e.Decision == "deny" && strings.Contains(string(e.Data), `"disk"`) {
+			killed = true
+			t.Logf("limit event: %s", e.Data)
+			var d struct{ Grown int64 }
+			json.Unmarshal(e.Data, &d)
+			// Held deleted files are counted every 10 ms once a file
+			// of the copy is deleted; the probe writes at disk speed.
+			if d.Grown > 48<<20 {
+				t.Errorf("the session was stopped only after %d MiB of deleted files, limit 16", d.Grown>>20)
+			}
+		}
+	}
+	if !killed {
+		t.Error("no limit event for the disk in the session's log")
 	}
 }
 

@@ -1014,6 +1014,32 @@ var probes = map[string]func(args []string) error{
 		}
 		return nil
 	},
+	// fill-deleted PATH MiB: create PATH, delete it while open and write
+	// MiB into it, 4 MiB at a time (under file_size), each in a file of
+	// its own: growth that neither a walk nor a directory event sees.
+	// Then hold the sandbox, files open, for the host to judge.
+	"fill-deleted": func(args []string) error {
+		n, _ := strconv.Atoi(args[1])
+		buf := bytes.Repeat([]byte("D"), 1<<20)
+		var keep []*os.File
+		for i := 0; i < n/4; i++ {
+			f, err := os.Create(fmt.Sprintf("%s-%d", args[0], i))
+			if err != nil {
+				return err
+			}
+			os.Remove(f.Name())
+			keep = append(keep, f)
+			for range 4 {
+				if _, err := f.Write(buf); err != nil {
+					say("fill-deleted: %v", err)
+					break
+				}
+			}
+		}
+		say("fill-deleted: wrote %d MiB into %d deleted files", n, len(keep))
+		time.Sleep(10 * time.Second)
+		return nil
+	},
 	// bigfile PATH MiB: one large file, to meet the file size limit.
 	"bigfile": func(args []string) error {
 		n, _ := strconv.Atoi(args[1])
