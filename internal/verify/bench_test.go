@@ -56,3 +56,42 @@ func FuzzVersions(f *testing.F) {
 		resolveVersion(EcoNPM, a)
 	})
 }
+
+// BenchmarkRenamePairing times loading a change that moves 150 files of
+// 60 lines, each edited a little, into a new directory (150 × 150
+// similarity candidates), and reports the renames found.
+func BenchmarkRenamePairing(b *testing.B) {
+	base, edits := map[string]string{}, map[string]string{}
+	for i := 0; i < 150; i++ {
+		var s strings.Builder
+		for j := 0; j < 60; j++ {
+			fmt.Fprintf(&s, "line %d of file %d: value %d\n", j, i, i*j)
+		}
+		p := fmt.Sprintf("old/f%03d.txt", i)
+		base[p] = s.String()
+		edits[p] = ""
+		edits[fmt.Sprintf("new/g%03d.txt", i)] = s.String() + "one more line\n"
+	}
+	fx := newFixture(b, base, edits)
+	cfg, _ := Config{}.withDefaults()
+	repo, err := openRepo(b.Context(), fx.gitDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer repo.Close()
+	b.ResetTimer()
+	renamed := 0
+	for i := 0; i < b.N; i++ {
+		c, err := loadChange(b.Context(), repo, fx.base, fx.head, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		renamed = 0
+		for _, f := range c.files {
+			if f.OldPath != "" && f.Status == "added" {
+				renamed++
+			}
+		}
+	}
+	b.ReportMetric(float64(renamed), "renames")
+}
