@@ -8,20 +8,29 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
 // benchUpstream streams n SSE chunks in the OpenAI chat shape, each
-// carrying the time it was written, gap apart; then usage and [DONE].
+// carrying the time it was written, gap apart; then usage and [DONE]. The
+// query parameters chunks and gap override n and gap per request.
 func benchUpstream(n int, gap time.Duration) *httptest.Server {
-	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return httptest.NewServer(benchHandler(n, gap))
+}
+
+func benchHandler(n int, gap time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, gap := n, gap
+		if v, err := strconv.Atoi(r.URL.Query().Get("chunks")); err == nil {
+			n = v
+		}
+		if v, err := time.ParseDuration(r.URL.Query().Get("gap")); err == nil {
+			gap = v
+		}
 		body, _ := io.ReadAll(r.Body)
 		if bytes.Contains(body, []byte(`"model":"hold"`)) {
 			w.Header().Set("Content-Type", "text/event-stream")
@@ -44,7 +53,7 @@ func benchUpstream(n int, gap time.Duration) *httptest.Server {
 			}
 		}
 		io.WriteString(w, "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":8}}\n\ndata: [DONE]\n\n")
-	}))
+	})
 }
 
 type nopRecorder struct{}
@@ -188,100 +197,6 @@ func BenchmarkInspect(b *testing.B) {
 			s.inspect(root, g.providers[0])
 		}
 	})
-}
-
-// TestBenchConcurrency prints added latency (gateway minus direct, same
-// fake upstream) per request and per chunk, p50 and p99, at 1, 100 and
-// 1000 concurrent streams, and memory per open stream. It runs only with
-// ENCLAVE_BENCH=1 (bench/gateway.sh sets it).
-func TestBenchConcurrency(t *testing.T) {
-	if os.Getenv("ENCLAVE_BENCH") == "" {
-		t.Skip("set ENCLAVE_BENCH=1 (bench/gateway.sh) to run")
-	}
-	const chunks, gap = 20, 5 * time.Millisecond
-	up := benchUpstream(chunks, gap)
-	defer up.Close()
-	gw, tok := benchGateway(t, up)
-	defer gw.Close()
-	var out strings.Builder
-	fmt.Fprintf(&out, "streams of %d chunks %v apart; %d CPUs; client, gateway and upstream share them\n", chunks, gap, runtime.NumCPU())
-	fmt.Fprintf(&out, "%-6s %-8s %12s %12s %12s %12s\n", "conc", "path", "ttfb p50", "ttfb p99", "chunk p50", "chunk p99")
-	type res struct{ reqP50, reqP99, chP50, chP99 time.Duration }
-	run := func(conc int, url string) res {
-		c := benchClient()
-		per := max(3, 300/conc)
-		var mu sync.Mutex
-		var reqs, chs []time.Duration
-		var wg sync.WaitGroup
-		for i := 0; i < conc; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := 0; j < per; j++ {
-					d, delays, err := doStream(c, url, tok, benchPrompt)
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					mu.Lock()
-					reqs = append(reqs, d)
-					chs = append(chs, delays...)
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		return res{pct(reqs, 50), pct(reqs, 99), pct(chs, 50), pct(chs, 99)}
-	}
-	for _, conc := range []int{1, 100, 1000} {
-		run(min(conc, 50), gw.URL+"/openai/v1/chat/completions") // warm connections
-		d := run(conc, up.URL+"/v1/chat/completions")
-		g := run(conc, gw.URL+"/openai/v1/chat/completions")
-		fmt.Fprintf(&out, "%-6d %-8s %12v %12v %12v %12v\n", conc, "direct", d.reqP50, d.reqP99, d.chP50, d.chP99)
-		fmt.Fprintf(&out, "%-6d %-8s %12v %12v %12v %12v\n", conc, "gateway", g.reqP50, g.reqP99, g.chP50, g.chP99)
-		fmt.Fprintf(&out, "%-6d %-8s %12v %12v %12v %12v\n", conc, "added", g.reqP50-d.reqP50, g.reqP99-d.reqP99, g.chP50-d.chP50, g.chP99-d.chP99)
-	}
-	// Memory per open stream: hold N streams open through the gateway and
-	// through a direct connection; the difference per stream is the
-	// gateway's cost (its goroutines, buffers, upstream connection).
-	const n = 500
-	heldDirect := memPerStream(t, n, up.URL+"/v1/chat/completions", tok)
-	heldGateway := memPerStream(t, n, gw.URL+"/openai/v1/chat/completions", tok)
-	fmt.Fprintf(&out, "memory per open stream (%d held): direct %d B, via gateway %d B, gateway's share %d B\n",
-		n, heldDirect, heldGateway, heldGateway-heldDirect)
-	t.Log("\n" + out.String())
-}
-
-func memPerStream(t *testing.T, n int, url, tok string) int64 {
-	c := benchClient()
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	ctx, cancel := context.WithCancel(context.Background())
-	var ready sync.WaitGroup
-	for i := 0; i < n; i++ {
-		ready.Add(1)
-		go func() {
-			req, _ := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(strings.Replace(benchPrompt, `"model":"m"`, `"model":"hold"`, 1)))
-			req.Header.Set("Authorization", "Bearer "+tok)
-			resp, err := c.Do(req)
-			ready.Done()
-			if err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}()
-	}
-	ready.Wait()
-	time.Sleep(200 * time.Millisecond)
-	runtime.GC()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	cancel()
-	time.Sleep(200 * time.Millisecond)
-	c.CloseIdleConnections()
-	used := int64(after.HeapInuse+after.StackInuse) - int64(before.HeapInuse+before.StackInuse)
-	return used / int64(n)
 }
 
 func pct(d []time.Duration, p int) time.Duration {

@@ -18,8 +18,11 @@ import (
 )
 
 // copyBufs holds response copy buffers: a stream's events are small, and
-// pooling keeps the garbage per stream (and so GC work under load) low.
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+// pooling keeps the garbage per stream (and so GC work under load) low. An
+// open stream holds one for its whole life, so it is no bigger than the
+// HTTP client's own read buffer (4 KiB), which bounds what one Read of a
+// response body returns anyway.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
 
 // hop-by-hop and credential headers never forwarded in either direction.
 var dropHeaders = map[string]bool{

@@ -43,22 +43,40 @@ func TestMain(m *testing.M) {
 const rcInside = "/rc"
 
 // agent is one real client and how the harness runs it.
+//
+// Codex and OpenCode run with the harness's VIA_ENV=1: nothing but the
+// standard variables of a user's shell (OPENAI_BASE_URL / OPENAI_API_KEY,
+// ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY) names the model, so enclave takes
+// the upstream from them and its own adapter points the agent at the
+// gateway. (Without it the harness names the fake model only in a config
+// file in a HOME the sandbox never shows, and there is nothing to test.)
 type agent struct {
 	name, script string
 	vars         []string // extra harness variables
 	// key is the fake "real" provider key the harness puts in enclave's
 	// environment; it must never reach the sandbox or the audit log.
 	key string
+	// upPath is the path the fake upstream must see, which says which
+	// API (and so which of enclave's variables) carried the call.
+	upPath string
+	// viaEnv is the standard variable that must carry the upstream on
+	// the harness's command line (VIA_ENV=1), empty for the others.
+	viaEnv string
 }
 
 var agents = []agent{
-	{name: "claude", script: "run-claude.sh", key: "sk-ant-fake-not-a-real-key"},
+	{name: "claude", script: "run-claude.sh", key: "sk-ant-fake-not-a-real-key", upPath: "/v1/messages"},
 	{name: "codex", script: "run-codex.sh", vars: []string{"VIA_ENV=1",
 		// Codex's default model makes it send no tools; the user picks one.
-		"CODEX_ARGS=-m fake-model"}, key: "sk-fake-not-a-real-key"},
-	{name: "gemini", script: "run-gemini.sh", key: ""},
-	{name: "opencode", script: "run-opencode.sh", vars: []string{"VIA_ENV=1"}, key: ""},
+		"CODEX_ARGS=-m fake-model"}, key: "sk-fake-not-a-real-key", upPath: "/v1/responses", viaEnv: "OPENAI_BASE_URL"},
+	{name: "gemini", script: "run-gemini.sh", key: "", upPath: "/v1beta/models/fake-model:streamGenerateContent"},
+	{name: "opencode", script: "run-opencode.sh", vars: []string{"VIA_ENV=1"}, key: "", upPath: "/v1/messages", viaEnv: "ANTHROPIC_BASE_URL"},
 }
+
+// opencodeOpenAI is OpenCode on its built-in openai provider, named only by
+// OPENAI_BASE_URL and OPENAI_API_KEY (VIA_ENV=1).
+var opencodeOpenAI = agent{name: "opencode-openai", script: "run-opencode.sh",
+	vars: []string{"VIA_ENV=1", "OPENCODE_MODEL=openai/gpt-5-mini"}, upPath: "/v1/responses", viaEnv: "OPENAI_BASE_URL"}
 
 type testEnv struct {
 	harness, enclave, wrap string
@@ -271,10 +289,13 @@ func checkThroughGateway(t *testing.T, e *testEnv, r *run) []logEvent {
 }
 
 // TestAgentsThroughGateway: each real agent completes the benign task with
-// the gateway as its only model endpoint.
+// the gateway as its only model endpoint. Codex and OpenCode (also on its
+// openai provider) are configured by the standard variables only
+// (VIA_ENV=1): the harness's command line carries them, and the upstream
+// sees the API they name.
 func TestAgentsThroughGateway(t *testing.T) {
 	e := setup(t)
-	for _, a := range agents {
+	for _, a := range append(slices.Clone(agents), opencodeOpenAI) {
 		t.Run(a.name, func(t *testing.T) {
 			r := e.runHarness(t, a, "benign", nil, "")
 			if r.rep.AgentExitCode != 0 || r.rep.TurnsServed != 2 {
@@ -284,6 +305,21 @@ func TestAgentsThroughGateway(t *testing.T) {
 				t.Errorf("tool results = %q, want BENIGN-OK in /workspace", r.rep.ToolResults)
 			}
 			checkThroughGateway(t, e, r)
+			if a.viaEnv != "" {
+				cmd, _ := os.ReadFile(filepath.Join(r.dir, "command.sh"))
+				if !bytes.Contains(cmd, []byte(a.viaEnv+"=http://")) {
+					t.Errorf("the harness's command line lacks %s (VIA_ENV=1 not in effect):\n%s", a.viaEnv, cmd)
+				}
+			}
+			for _, l := range bytes.Split(bytes.TrimSpace(r.requests), []byte("\n")) {
+				var req struct{ Path, Listener string }
+				if err := json.Unmarshal(l, &req); err != nil {
+					t.Fatalf("requests.jsonl: %v", err)
+				}
+				if p, _, _ := strings.Cut(req.Path, "?"); req.Listener == "model" && p != a.upPath {
+					t.Errorf("the upstream saw %s, want only %s", req.Path, a.upPath)
+				}
+			}
 		})
 	}
 }

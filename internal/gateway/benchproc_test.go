@@ -1,0 +1,269 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestBenchRole is one process of bench/gateway.sh, which measures the
+// gateway with the fake upstream, the gateway and the load client in three
+// processes (so the gateway's CPU and memory are its own, as in a real
+// deployment where the upstream is remote and the agent is in a sandbox):
+//
+//	ENCLAVE_BENCH_ROLE=upstream  the fake model: SSE chunks stamped with the
+//	                             time they were written (benchHandler)
+//	ENCLAVE_BENCH_ROLE=gateway   one gateway session in front of it, and a
+//	                             control listener that reports its memory
+//	ENCLAVE_BENCH_ROLE=client    the load: direct and through the gateway,
+//	                             alternated, at each concurrency
+//
+// Servers write their addresses to $ENCLAVE_BENCH_READY and run until
+// SIGTERM. Without ENCLAVE_BENCH_ROLE the test skips.
+func TestBenchRole(t *testing.T) {
+	switch role := os.Getenv("ENCLAVE_BENCH_ROLE"); role {
+	case "":
+		t.Skip("a process of bench/gateway.sh; set ENCLAVE_BENCH_ROLE to run")
+	case "upstream":
+		ln := listen(t)
+		ready(t, "http://"+ln.Addr().String())
+		serveUntilTerm(t, ln, benchHandler(20, 0))
+	case "gateway":
+		benchGatewayRole(t)
+	case "client":
+		benchClientRole(t)
+	default:
+		t.Fatalf("ENCLAVE_BENCH_ROLE=%q: want upstream, gateway or client", role)
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+func ready(t *testing.T, lines ...string) {
+	if err := os.WriteFile(os.Getenv("ENCLAVE_BENCH_READY"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatalf("ENCLAVE_BENCH_READY: %v", err)
+	}
+}
+
+func serveUntilTerm(t *testing.T, ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	<-ctx.Done()
+	srv.Close()
+}
+
+func benchGatewayRole(t *testing.T) {
+	up := os.Getenv("ENCLAVE_BENCH_UPSTREAM")
+	g, err := New(Config{
+		Environ:   []string{"K=" + realOpenAIKey},
+		Providers: []ProviderConfig{{Name: "o", Family: OpenAI, BaseURL: up + "/v1", KeyEnv: "K", Models: []string{"*"}}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := g.NewSession(SessionConfig{ID: "bench", Recorder: nopRecorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := listen(t)
+	go http.Serve(ctl, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		json.NewEncoder(w).Encode(map[string]uint64{
+			"heap": m.HeapInuse, "stack": m.StackInuse, "goroutines": uint64(runtime.NumGoroutine()), "rss": rss(os.Getpid()),
+		})
+	}))
+	ln := listen(t)
+	ready(t, "http://"+ln.Addr().String(), s.Token(), "http://"+ctl.Addr().String())
+	srv := s.Server()
+	go srv.Serve(ln)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	<-ctx.Done()
+	srv.Close()
+}
+
+// rss is the resident set size of process pid in bytes, 0 if unknown.
+func rss(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+type pathResult struct {
+	ttfb, chunks []time.Duration
+}
+
+func (p *pathResult) add(q pathResult) {
+	p.ttfb = append(p.ttfb, q.ttfb...)
+	p.chunks = append(p.chunks, q.chunks...)
+}
+
+func benchClientRole(t *testing.T) {
+	up, gw, tok, ctl := os.Getenv("ENCLAVE_BENCH_UPSTREAM"), os.Getenv("ENCLAVE_BENCH_GATEWAY"),
+		os.Getenv("ENCLAVE_BENCH_TOKEN"), os.Getenv("ENCLAVE_BENCH_CONTROL")
+	chunks, _ := strconv.Atoi(envOr("ENCLAVE_BENCH_CHUNKS", "20"))
+	gap := envOr("ENCLAVE_BENCH_GAP", "20ms")
+	rounds, _ := strconv.Atoi(envOr("ENCLAVE_BENCH_ROUNDS", "2"))
+	q := fmt.Sprintf("?chunks=%d&gap=%s", chunks, gap)
+	direct, through := up+"/v1/chat/completions"+q, gw+"/openai/v1/chat/completions"+q
+	c := benchClient()
+
+	run := func(conc, per int, url string) pathResult {
+		var mu sync.Mutex
+		var res pathResult
+		var wg sync.WaitGroup
+		for i := 0; i < conc; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := 0; j < per; j++ {
+					d, delays, err := doStream(c, url, tok, benchPrompt)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					res.ttfb = append(res.ttfb, d)
+					res.chunks = append(res.chunks, delays...)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return res
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "streams of %d chunks %s apart; %d CPUs shared by the three processes; %d rounds, direct and gateway alternated\n",
+		chunks, gap, runtime.NumCPU(), rounds)
+	fmt.Fprintf(&out, "%-6s %-8s %10s %10s %10s %10s %9s\n", "conc", "path", "ttfb p50", "ttfb p99", "chunk p50", "chunk p99", "samples")
+	for _, f := range strings.Split(envOr("ENCLAVE_BENCH_STREAMS", "1,100,1000"), ",") {
+		conc, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || conc < 1 {
+			t.Fatalf("ENCLAVE_BENCH_STREAMS: %q is not a positive number", f)
+		}
+		per := max(3, 50/conc)
+		run(min(conc, 100), 1, through) // warm connections on both paths
+		run(min(conc, 100), 1, direct)
+		var d, g pathResult
+		for r := 0; r < rounds; r++ {
+			if r%2 == 0 {
+				d.add(run(conc, per, direct))
+				g.add(run(conc, per, through))
+			} else {
+				g.add(run(conc, per, through))
+				d.add(run(conc, per, direct))
+			}
+		}
+		row := func(name string, a, b, c, e time.Duration, n int) {
+			fmt.Fprintf(&out, "%-6d %-8s %10s %10s %10s %10s %9s\n", conc, name, ms(a), ms(b), ms(c), ms(e), strconv.Itoa(n))
+		}
+		dt50, dt99, dc50, dc99 := pct(d.ttfb, 50), pct(d.ttfb, 99), pct(d.chunks, 50), pct(d.chunks, 99)
+		gt50, gt99, gc50, gc99 := pct(g.ttfb, 50), pct(g.ttfb, 99), pct(g.chunks, 50), pct(g.chunks, 99)
+		row("direct", dt50, dt99, dc50, dc99, len(d.chunks))
+		row("gateway", gt50, gt99, gc50, gc99, len(g.chunks))
+		row("added", gt50-dt50, gt99-dt99, gc50-dc50, gc99-dc99, 0)
+	}
+
+	// One plain (not streamed) request at a time.
+	plain := strings.Replace(benchPrompt, `"stream":true`, `"stream":false`, 1)
+	var dp, gp []time.Duration
+	for i := 0; i < 400; i++ {
+		for _, p := range []struct {
+			url string
+			into *[]time.Duration
+		}{{up + "/v1/chat/completions?plain=1", &dp}, {gw + "/openai/v1/chat/completions?plain=1", &gp}} {
+			start := time.Now()
+			if _, _, err := doStream(c, p.url, tok, plain); err != nil {
+				t.Fatal(err)
+			}
+			*p.into = append(*p.into, time.Since(start))
+		}
+	}
+	fmt.Fprintf(&out, "one request, not streamed: direct p50 %s p99 %s; gateway p50 %s p99 %s; added p50 %s p99 %s\n",
+		ms(pct(dp, 50)), ms(pct(dp, 99)), ms(pct(gp, 50)), ms(pct(gp, 99)), ms(pct(gp, 50)-pct(dp, 50)), ms(pct(gp, 99)-pct(dp, 99)))
+
+	// Memory per open stream, in the gateway process: hold n streams open
+	// (the upstream sends headers and waits) and compare with before.
+	n, _ := strconv.Atoi(envOr("ENCLAVE_BENCH_HOLD", "1000"))
+	before := gatewayMem(t, ctl)
+	ctx, cancel := context.WithCancel(context.Background())
+	var opened sync.WaitGroup
+	for i := 0; i < n; i++ {
+		opened.Add(1)
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, "POST", gw+"/openai/v1/chat/completions",
+				strings.NewReader(strings.Replace(benchPrompt, `"model":"m"`, `"model":"hold"`, 1)))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := c.Do(req)
+			opened.Done()
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	opened.Wait()
+	time.Sleep(300 * time.Millisecond)
+	held := gatewayMem(t, ctl)
+	cancel()
+	per := func(k string) int64 { return (int64(held[k]) - int64(before[k])) / int64(n) }
+	// RSS is printed for reference only: the runtime keeps and returns
+	// freed memory on its own schedule, so its difference is noisy.
+	fmt.Fprintf(&out, "gateway memory per open stream (%d held): Go heap %d B + stacks %d B = %d B; %d goroutines per stream; process RSS %d MiB -> %d MiB\n",
+		n, per("heap"), per("stack"), per("heap")+per("stack"), (held["goroutines"]-before["goroutines"])/uint64(n), before["rss"]>>20, held["rss"]>>20)
+	fmt.Print(out.String())
+}
+
+func gatewayMem(t *testing.T, ctl string) map[string]uint64 {
+	resp, err := http.Get(ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]uint64
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&m); err != nil {
+		t.Fatalf("gateway control: %v: %s", err, b)
+	}
+	return m
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3fms", float64(d)/1e6) }
