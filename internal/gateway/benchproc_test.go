@@ -200,7 +200,7 @@ func benchClientRole(t *testing.T) {
 	var dp, gp []time.Duration
 	for i := 0; i < 400; i++ {
 		for _, p := range []struct {
-			url string
+			url  string
 			into *[]time.Duration
 		}{{up + "/v1/chat/completions?plain=1", &dp}, {gw + "/openai/v1/chat/completions?plain=1", &gp}} {
 			start := time.Now()
