@@ -278,6 +278,12 @@ func writeReview(ctx context.Context, w io.Writer, c *review.Case, color bool) e
 	fmt.Fprintf(w, "\n%s\n", paint(ansiBold, "approvals"))
 	for _, p := range c.Protected {
 		owners, _ := c.Owners.OwnersOf(p)
+		if len(owners) == 0 {
+			// An enclave governance file no owners rule names: nobody may
+			// approve an agent's change to it.
+			fmt.Fprintf(w, "  protected %s: governs enclave and has no owner in %s; make this change yourself, or name its owners there\n", safeText(p), safeText(c.Owners.Source))
+			continue
+		}
 		fmt.Fprintf(w, "  protected %s: owners %s\n", safeText(p), safeText(strings.Join(owners, ", ")))
 	}
 	va := c.ValidApprovals()

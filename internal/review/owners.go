@@ -29,6 +29,24 @@ type Owners struct {
 	Source string
 	Hash   string
 	Rules  []OwnerRule
+	// Always are paths protected whatever the rules say: enclave's own
+	// governance files (see [GovernancePaths]). A rule naming owners for
+	// one of them says who may approve a change to it; without such a
+	// rule nobody can, and the change must be made by a person.
+	Always []string
+}
+
+// GovernancePaths are the repository-relative files that govern enclave
+// itself: the sandbox policy, the Cedar policies, the review config and
+// the owners files. An agent's change to them would govern the next
+// sessions, so they are always protected.
+func GovernancePaths(c *Config) []string {
+	out := []string{"enclave.yaml", "enclave.cedar", ConfigFile}
+	out = append(out, ownersCandidates...)
+	if c != nil && c.Owners != "" && !slices.Contains(out, c.Owners) {
+		out = append(out, filepath.ToSlash(filepath.Clean(c.Owners)))
+	}
+	return out
 }
 
 // ownersCandidates are tried in order when Config.Owners is empty.
@@ -54,9 +72,14 @@ func LoadOwners(top string, c *Config) (*Owners, error) {
 		if err != nil {
 			return nil, err
 		}
-		return ParseOwners(p, data)
+		o, err := ParseOwners(p, data)
+		if err != nil {
+			return nil, err
+		}
+		o.Always = GovernancePaths(c)
+		return o, nil
 	}
-	return &Owners{Source: "none"}, nil
+	return &Owners{Source: "none", Always: GovernancePaths(c)}, nil
 }
 
 // ParseOwners parses CODEOWNERS text.
@@ -100,13 +123,14 @@ func ParseOwners(name string, data []byte) (*Owners, error) {
 // OwnersOf returns the owners of a repository-relative path and whether it
 // is protected.
 func (o *Owners) OwnersOf(rel string) ([]string, bool) {
+	always := slices.Contains(o.Always, rel)
 	for i := len(o.Rules) - 1; i >= 0; i-- {
 		r := o.Rules[i]
 		if matchOwner(r.Pattern, rel) {
-			return r.Owners, len(r.Owners) > 0
+			return r.Owners, len(r.Owners) > 0 || always
 		}
 	}
-	return nil, false
+	return nil, always
 }
 
 // Protected returns the protected paths among paths, sorted.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -79,6 +80,42 @@ merge: {mode: target, target: main, auto: true}
 	}
 	if got := DefaultConfig().MergeFor(TierRoutine); got != (MergeConfig{Mode: MergeBranch}) {
 		t.Errorf("default MergeFor(routine) = %+v, want branch, manual", got)
+	}
+}
+
+// Enclave's own governance files are protected with or without an owners
+// file; a rule naming owners says who may approve them, a rule without
+// owners does not unprotect them.
+func TestGovernancePaths(t *testing.T) {
+	none := &Owners{Source: "none", Always: GovernancePaths(DefaultConfig())}
+	paths := []string{"a.go", "enclave.cedar", "enclave.review.yaml", "enclave.yaml", ".github/CODEOWNERS", "sub/enclave.yaml"}
+	if got := none.Protected(paths); !slices.Equal(got, []string{".github/CODEOWNERS", "enclave.cedar", "enclave.review.yaml", "enclave.yaml"}) {
+		t.Errorf("Protected(%v) without owners = %v", paths, got)
+	}
+	if owners, ok := none.OwnersOf("enclave.cedar"); !ok || len(owners) != 0 || none.Owns("alice", "enclave.cedar") {
+		t.Errorf("OwnersOf(enclave.cedar) = %v, %v; want protected with no owner", owners, ok)
+	}
+	o, err := ParseOwners("CODEOWNERS", []byte("* @everyone\nenclave.* @lead\ndocs/\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Always = GovernancePaths(&Config{Owners: "team/OWNERS"})
+	for _, tt := range []struct {
+		path      string
+		protected bool
+		owner     string
+	}{
+		{"enclave.cedar", true, "lead"},
+		{"enclave.yaml", true, "lead"},
+		{"CODEOWNERS", true, "everyone"},
+		{"team/OWNERS", true, "everyone"},
+		{"docs/x.md", false, ""},
+		{"a.go", true, "everyone"},
+	} {
+		owners, ok := o.OwnersOf(tt.path)
+		if ok != tt.protected || (tt.owner != "" && !o.Owns(tt.owner, tt.path)) {
+			t.Errorf("OwnersOf(%s) = %v, %v; want protected %v owned by %q", tt.path, owners, ok, tt.protected, tt.owner)
+		}
 	}
 }
 

@@ -366,3 +366,42 @@ merge: {mode: branch}
 		t.Fatal("the sensitive session landed on release; its tier merges to a branch")
 	}
 }
+
+// An agent's change to enclave's own governance files (here the review
+// config, to merge its sessions automatically) would govern the next
+// sessions: such files are always protected, and with no owner named for
+// them nobody can approve the change; once the user's owners file names
+// one, that owner can.
+func TestGovernanceFilesProtected(t *testing.T) {
+	f := newFixture(t)
+	id := f.runAgent(`printf 'version: 1\ntiers:\n  routine: {approvals: 1, gate: none}\nmerge: {auto: true, mode: target, target: main}\n' > enclave.review.yaml`, "routine")
+	var facts struct {
+		Verify         string   `json:"verify"`
+		ProtectedPaths []string `json:"protected_paths"`
+	}
+	json.Unmarshal([]byte(f.must("bob", "review", "--json", id)), &facts)
+	if strings.Join(facts.ProtectedPaths, ",") != review.ConfigFile {
+		t.Fatalf("protected paths = %v, want the review config", facts.ProtectedPaths)
+	}
+	if facts.Verify == "fail" || facts.Verify == "none" {
+		t.Skipf("verification %v: routine tier needs it to run and not fail", facts.Verify)
+	}
+	if screen := f.must("bob", "review", id); !strings.Contains(screen, "governs enclave and has no owner") {
+		t.Errorf("review screen does not say the change needs an owner nobody is:\n%s", screen)
+	}
+	for _, who := range []string{"bob", "carol"} {
+		f.refused(who, nil, "protected-paths-need-owner", "approve", id)
+	}
+	f.lastDecision(id, "approve", "deny", "protected-paths-need-owner")
+	f.refused("bob", nil, "merge-needs-approvals", "merge", id)
+	if _, err := exec.Command("git", "-C", f.repo, "rev-parse", "--verify", "--quiet", "refs/heads/enclave/"+id).Output(); err == nil {
+		t.Fatal("the branch exists after the refusals")
+	}
+
+	// The user names an owner of enclave's files in their own checkout.
+	write(t, filepath.Join(f.repo, "CODEOWNERS"), "# owners\n/auth/ @carol\nCODEOWNERS @carol\nenclave.* @carol\n")
+	f.refused("bob", nil, "protected-paths-need-owner", "approve", id)
+	f.must("carol", "approve", id)
+	f.must("carol", "merge", id)
+	f.must("", "attest", "verify", "enclave/"+id)
+}
