@@ -50,3 +50,29 @@ func FuzzLinterReports(f *testing.F) {
 		issueAt(gosecIssue{File: s, Line: s, RuleID: s})
 	})
 }
+
+// kwIndex.present(s) marks exactly the keywords strings.Contains finds.
+func FuzzKWIndex(f *testing.F) {
+	f.Add("ghp_,xox,key,ke,y,api_key", "my api_key = ghp_xxx and xoxb")
+	f.Add("a,aa,aaa,b", "aaab")
+	f.Fuzz(func(t *testing.T, kws, s string) {
+		words := strings.Split(strings.ToLower(kws), ",")
+		var uniq []string
+		seenW := map[string]bool{}
+		for _, w := range words {
+			if w != "" && !seenW[w] {
+				seenW[w] = true
+				uniq = append(uniq, w)
+			}
+		}
+		k := newKWIndex(uniq)
+		s = strings.ToLower(s)
+		got := make([]bool, k.n)
+		k.present(s, got)
+		for i, w := range uniq {
+			if got[i] != strings.Contains(s, w) {
+				t.Fatalf("present(%q)[%q] = %v, want %v", s, w, got[i], !got[i])
+			}
+		}
+	})
+}

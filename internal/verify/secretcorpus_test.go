@@ -77,11 +77,11 @@ func TestSecretCorpusScan(t *testing.T) {
 func BenchmarkScanSecretsGoSource(b *testing.B) {
 	for _, bb := range []struct {
 		name string
-		load func() ([]*secretRule, error)
+		load func() (*ruleSet, error)
 	}{
 		{"default", defaultRules},
-		{"builtin", func() ([]*secretRule, error) { return loadSecretRules(builtinRules) }},
-		{"gitleaks", func() ([]*secretRule, error) { return loadSecretRules(gitleaksRules) }},
+		{"builtin", func() (*ruleSet, error) { return loadSecretRules(builtinRules) }},
+		{"gitleaks", func() (*ruleSet, error) { return loadSecretRules(gitleaksRules) }},
 	} {
 		b.Run(bb.name, func(b *testing.B) {
 			rules, err := bb.load()
@@ -93,7 +93,7 @@ func BenchmarkScanSecretsGoSource(b *testing.B) {
 	}
 }
 
-func benchScan(b *testing.B, rules []*secretRule) {
+func benchScan(b *testing.B, rules *ruleSet) {
 	data, err := os.ReadFile(filepath.Join(build.Default.GOROOT, "src", "net", "http", "server.go"))
 	if err != nil {
 		b.Skipf("no Go source to scan: %v", err)
@@ -225,7 +225,7 @@ func TestGitleaksRulesPinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	ids := map[string]bool{}
-	for _, r := range rules {
+	for _, r := range rules.rules {
 		if ids[r.id] {
 			t.Errorf("default rules: duplicate id %q", r.id)
 		}

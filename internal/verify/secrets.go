@@ -31,7 +31,7 @@ const (
 	gitleaksRulesSHA256 = "e163e53b9e7e8a8511e77271e2b323ed057759542a6d988258afe3a1fa329caf"
 )
 
-var defaultRules = sync.OnceValues(func() ([]*secretRule, error) {
+var defaultRules = sync.OnceValues(func() (*ruleSet, error) {
 	own, err := loadSecretRules(builtinRules)
 	if err != nil {
 		return nil, fmt.Errorf("built-in rules: %w", err)
@@ -41,16 +41,43 @@ var defaultRules = sync.OnceValues(func() ([]*secretRule, error) {
 		return nil, fmt.Errorf("gitleaks %s rules: %w", gitleaksVersion, err)
 	}
 	seen := map[string]bool{}
-	for _, r := range own {
+	for _, r := range own.rules {
 		seen[r.id] = true
 	}
-	for _, r := range gl {
+	for _, r := range gl.rules {
 		if seen[r.id] {
 			r.id = "gitleaks-" + r.id
 		}
 	}
-	return append(own, gl...), nil
+	return (&ruleSet{rules: append(own.rules, gl.rules...)}).index(), nil
 })
+
+// ruleSet is a loaded rule file: its rules and the index of their
+// keywords.
+type ruleSet struct {
+	rules []*secretRule
+	kw    *kwIndex
+}
+
+// index builds the keyword index; call it after the rules are final.
+func (rs *ruleSet) index() *ruleSet {
+	ids := map[string]int32{}
+	var words []string
+	for _, r := range rs.rules {
+		r.kwIDs = r.kwIDs[:0]
+		for _, w := range r.keywords {
+			id, ok := ids[w]
+			if !ok {
+				id = int32(len(words))
+				ids[w] = id
+				words = append(words, w)
+			}
+			r.kwIDs = append(r.kwIDs, id)
+		}
+	}
+	rs.kw = newKWIndex(words)
+	return rs
+}
 
 // secretRule is one compiled gitleaks-format rule.
 type secretRule struct {
@@ -59,6 +86,7 @@ type secretRule struct {
 	group           int
 	entropy         float64
 	keywords        []string
+	kwIDs           []int32 // keywords' ids in the rule set's index
 	allow           []*regexp.Regexp
 	stop            []string
 	// lineAllow and matchAllow are allowlist regexes gitleaks applies to
@@ -98,7 +126,7 @@ type ruleFile struct {
 
 // loadSecretRules parses a gitleaks-format TOML rule file. Unknown keys
 // are an error, so a misspelt field does not silently weaken a rule.
-func loadSecretRules(src []byte) ([]*secretRule, error) {
+func loadSecretRules(src []byte) (*ruleSet, error) {
 	var f ruleFile
 	md, err := toml.Decode(string(src), &f)
 	if err != nil {
@@ -194,7 +222,7 @@ func loadSecretRules(src []byte) ([]*secretRule, error) {
 	if len(out) == 0 {
 		return nil, fmt.Errorf("secret rules: no rule with a regex")
 	}
-	return out, nil
+	return (&ruleSet{rules: out}).index(), nil
 }
 
 // maxSecretLine bounds the line length the regexes see; longer lines
@@ -219,16 +247,18 @@ func scanSecrets(c *changeSet, cfg Config) ([]Finding, error) {
 	return out, nil
 }
 
-func scanLine(rules []*secretRule, file string, l line) []Finding {
+func scanLine(rs *ruleSet, file string, l line) []Finding {
 	var out []Finding
+	seen := make([]bool, rs.kw.n)
 	var found map[string]bool // secrets reported on this line
 	text := l.Text
 	for start := 0; start < len(text) || start == 0; start += maxSecretLine - 256 {
 		end := min(start+maxSecretLine, len(text))
 		win := text[start:end]
-		lower := strings.ToLower(win)
-		for _, r := range rules {
-			if len(r.keywords) > 0 && !containsAny(lower, r.keywords) {
+		clear(seen)
+		rs.kw.present(strings.ToLower(win), seen)
+		for _, r := range rs.rules {
+			if len(r.kwIDs) > 0 && !anySeen(seen, r.kwIDs) {
 				continue
 			}
 			if !r.applies(file) {
@@ -319,9 +349,9 @@ func dedupe(fs []Finding) []Finding {
 	return out
 }
 
-func containsAny(s string, subs []string) bool {
-	for _, k := range subs {
-		if strings.Contains(s, k) {
+func anySeen(seen []bool, ids []int32) bool {
+	for _, id := range ids {
+		if seen[id] {
 			return true
 		}
 	}
