@@ -13,6 +13,7 @@ import (
 	"github.com/enclave-dev/enclave/internal/audit"
 	"github.com/enclave-dev/enclave/internal/policy"
 	"github.com/enclave-dev/enclave/internal/sandbox"
+	"github.com/enclave-dev/enclave/internal/session"
 )
 
 func (e *Env) initCmd(ctx context.Context, args []string) error {
@@ -99,6 +100,13 @@ built-in defaults need is missing.`, "    enclave doctor")
 	}
 	fmt.Fprintf(tw, "git\t%s\tneeded for workspace copies and diffs\n", git)
 	fmt.Fprintf(tw, "limits\t%s\tresource limits are enforced with %s\n", "ok", r.Limits)
+	diskStatus, diskDetail := "ok", ""
+	if ok, d := session.DiskLimitProbe(); ok {
+		diskDetail = d
+	} else {
+		diskStatus, diskDetail = "degraded", d
+	}
+	fmt.Fprintf(tw, "disk\t%s\t%s\n", diskStatus, diskDetail)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -438,3 +438,19 @@ func treeSize(dir string) int64 {
 	walkAt(fd, "", func(_ string, _ int, st *unix.Stat_t) { n += st.Blocks * 512 })
 	return n
 }
+
+// DiskLimitProbe says how limits.disk will be enforced on this machine:
+// ok when inotify works (a writer is stopped within milliseconds), else
+// by periodic walks only.
+func DiskLimitProbe() (ok bool, detail string) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
+	if err != nil {
+		return false, fmt.Sprintf("no inotify (%v): workspace growth is measured every %s", err, deletedInterval)
+	}
+	unix.Close(fd)
+	watches := "unknown"
+	if b, err := os.ReadFile("/proc/sys/fs/inotify/max_user_watches"); err == nil {
+		watches = strings.TrimSpace(string(b))
+	}
+	return true, fmt.Sprintf("workspace growth watched with inotify (up to %s directories per user)", watches)
+}
