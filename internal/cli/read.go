@@ -43,6 +43,7 @@ func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	status := reviewStatus(st.dir)
 	var list []*store.Session
 	for _, s := range all {
 		if SessionMatch(s, *state, *agent, *tier) {
@@ -57,7 +58,7 @@ func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 		for _, s := range list {
 			m := sessionJSON(s)
 			// The team lead's view: review state, tier, compact status.
-			m["review_state"], m["review"] = sessionState(s), reviewStatus(st.dir, s)
+			m["review_state"], m["review"] = sessionState(s), status(s)
 			if sum, err := review.ReadSummary(s); err == nil {
 				m["tier"] = sum.Tier
 			}
@@ -84,7 +85,7 @@ func (e *Env) sessionsCmd(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.ID, s.Started.Local().Format("2006-01-02 15:04"),
 			sessionState(s), safeText(tierName), exit, s.Blocked, s.FilesChanged, humanBytes(s.BytesUp),
-			safeText(reviewStatus(st.dir, s)), safeText(clip(strings.Join(s.Command, " "), 48)))
+			safeText(status(s)), safeText(clip(strings.Join(s.Command, " "), 48)))
 	}
 	return tw.Flush()
 }

@@ -744,45 +744,79 @@ func SessionMatch(s *store.Session, state, agent, tier string) bool {
 	return true
 }
 
-// reviewStatus is one session's compact review status for the team lead's
-// table: the verification result, the people who approved its latest
-// approved head, a rejection, the merge. It reads the session's summary
-// and its verification report only; enclave review and approve make the
-// full checks (report on the audit record, about the current head).
-func reviewStatus(stateDir string, s *store.Session) string {
-	if s.State == store.StateRunning {
-		return "-"
-	}
-	sum, err := review.ReadSummary(s)
-	if err != nil {
-		return "summary unreadable"
-	}
-	if sum.Merged != nil {
-		return "merged to " + strings.TrimPrefix(sum.Merged.Ref, "refs/heads/")
-	}
-	parts := []string{"not verified"}
-	if data, err := os.ReadFile(filepath.Join(stateDir, "sessions", s.ID, review.VerifyReportName)); err == nil {
-		var r struct {
-			Result string `json:"result"`
+// reviewStatus returns the sessions table's compact review status of a
+// session: the verification result, approvals of its latest approved head
+// against the tier's requirement and who gave them, a rejection, the merge.
+// It reads the session's summary, its verification report and its
+// repository's review config (cached per repository); enclave review and
+// approve make the full checks (report on the audit record, about the
+// current head, signatures).
+func reviewStatus(stateDir string) func(*store.Session) string {
+	configs := map[string]*review.Config{}
+	required := func(s *store.Session, sum *review.Summary) int {
+		ws, err := workspace.Open(filepath.Join(stateDir, "sessions", s.ID), nil)
+		if err != nil {
+			return 0
 		}
-		if json.Unmarshal(data, &r) == nil && r.Result != "" {
-			parts[0] = "verify " + r.Result
+		c, ok := configs[ws.Source]
+		if !ok {
+			c, _ = review.LoadConfig(ws.Source)
+			configs[ws.Source] = c
 		}
+		if c == nil {
+			return 0
+		}
+		_, t, err := c.TierOf(sum)
+		if err != nil {
+			return 0
+		}
+		return t.Approvals
 	}
-	if n := len(sum.Approvals); n > 0 {
-		head := sum.Approvals[n-1].Head
-		var who []string
-		for _, a := range sum.Approvals {
-			if a.Head == head && !slices.Contains(who, a.User) {
-				who = append(who, a.User)
+	return func(s *store.Session) string {
+		if s.State == store.StateRunning {
+			return "-"
+		}
+		sum, err := review.ReadSummary(s)
+		if err != nil {
+			return "summary unreadable"
+		}
+		if sum.Merged != nil {
+			return "merged to " + strings.TrimPrefix(sum.Merged.Ref, "refs/heads/")
+		}
+		parts := []string{"not verified"}
+		if data, err := os.ReadFile(filepath.Join(stateDir, "sessions", s.ID, review.VerifyReportName)); err == nil {
+			var r struct {
+				Result string `json:"result"`
+			}
+			if json.Unmarshal(data, &r) == nil && r.Result != "" {
+				parts[0] = "verify " + r.Result
 			}
 		}
-		parts = append(parts, "approved by "+strings.Join(who, "+"))
+		if s.FilesChanged == 0 && len(sum.Approvals) == 0 {
+			return parts[0]
+		}
+		var who []string
+		if n := len(sum.Approvals); n > 0 {
+			head := sum.Approvals[n-1].Head
+			for _, a := range sum.Approvals {
+				if a.Head == head && !slices.Contains(who, a.User) {
+					who = append(who, a.User)
+				}
+			}
+		}
+		approvals := fmt.Sprintf("%d approvals", len(who))
+		if req := required(s, sum); req > 0 {
+			approvals = fmt.Sprintf("%d/%d approvals", len(who), req)
+		}
+		if len(who) > 0 {
+			approvals += " (" + strings.Join(who, ", ") + ")"
+		}
+		parts = append(parts, approvals)
+		if n := len(sum.Rejections); n > 0 {
+			parts = append(parts, "rejected by "+sum.Rejections[n-1].User)
+		}
+		return strings.Join(parts, ", ")
 	}
-	if n := len(sum.Rejections); n > 0 {
-		parts = append(parts, "rejected by "+sum.Rejections[n-1].User)
-	}
-	return strings.Join(parts, ", ")
 }
 
 // sessionState maps the core's "exited" to "needs-review" for display.

@@ -296,6 +296,9 @@ func TestReviewEndToEnd(t *testing.T) {
 	f.must("bob", "approve", "-m", "looks right", id)
 	f.lastDecision(id, "approve", "allow", "humans-act-on-sessions")
 	f.refused("bob", nil, "merge-needs-approvals", "merge", id) // 1 of 2
+	if table := f.must("", "sessions", "--state", "needs-review"); !strings.Contains(table, "1/2 approvals (bob)") {
+		t.Errorf("sessions table after 1 of 2 approvals:\n%s", table)
+	}
 	f.must("dave", "approve", id)
 	out = f.must("bob", "merge", id)
 	if !strings.Contains(out, "merged") {

@@ -354,7 +354,7 @@ merge: {mode: branch}
 		}
 	}
 	table := f.must("", "sessions")
-	for _, want := range []string{"merged to enclave/" + docs, "merged to enclave/" + routine, "approved by bob"} {
+	for _, want := range []string{"merged to enclave/" + docs, "merged to enclave/" + routine, "1/1 approvals (bob)"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("sessions table lacks %q:\n%s", want, table)
 		}
