@@ -36,9 +36,7 @@
 // # Not covered
 //
 // Egress and model decisions ([Scope]) are asked only after enclave.yaml
-// allowed them, so Cedar narrows them and never widens them. A model
-// listing is filtered by the sanctioned models alone, so it may name a
-// model a Cedar policy forbids (calling it is refused).
+// allowed them, so Cedar narrows them and never widens them.
 //
 // There is no schema validation of user policies yet (cedar-go's validator is experimental): a policy naming
 // an attribute that does not exist errors at evaluation, which Decide treats

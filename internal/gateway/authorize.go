@@ -55,3 +55,22 @@ func (s *Session) authorize(ctx context.Context, c *Call, level int) string {
 
 // AuthorizeFunc is the type of SessionConfig.Authorize.
 type AuthorizeFunc func(ctx context.Context, q ModelCheck) (Authorization, error)
+
+// listable returns the filter of a model listing under
+// SessionConfig.Authorize: a model is listed only if a call to it (with
+// no classified content) would be authorised; an error hides it. nil
+// without Authorize.
+func (s *Session) listable(ctx context.Context, rt route) func(id string) bool {
+	if s.authz == nil {
+		return nil
+	}
+	return func(id string) bool {
+		p, _ := s.g.resolve(rt.fam, id)
+		if p == nil {
+			return false
+		}
+		c := &Call{Session: s.id, Family: rt.fam, Endpoint: rt.ep, Provider: p.Name, Model: id, Clearance: s.g.levels[p.clearance]}
+		a, err := s.authz(ctx, ModelCheck{Call: c, Rank: -1})
+		return err == nil && a.Allow
+	}
+}

@@ -79,3 +79,24 @@ func TestAuthorizeNarrows(t *testing.T) {
 		t.Errorf("classified check = level %q rank %d, want internal 1", q.Level, q.Rank)
 	}
 }
+
+// A model listing shows only models a call to which Authorize would allow.
+func TestAuthorizeFiltersModelList(t *testing.T) {
+	r := newRig(t, func(_ *Config, s *SessionConfig) {
+		s.Authorize = func(ctx context.Context, q ModelCheck) (Authorization, error) {
+			switch q.Call.Model {
+			case "ok-2":
+				return Authorization{Reason: "forbidden by no-ok-2"}, nil
+			case "ok-1":
+				if q.Call.Provider != "anthropic" || q.Rank != -1 {
+					return Authorization{}, errors.New("unexpected check")
+				}
+			}
+			return Authorization{Allow: true}, nil
+		}
+	})
+	status, body, _ := r.call(t, "GET", "/anthropic/v1/models", "", nil)
+	if status != 200 || !strings.Contains(body, `"ok-1"`) || strings.Contains(body, `"ok-2"`) || strings.Contains(body, "forbidden-1") {
+		t.Errorf("GET /anthropic/v1/models = %d %s, want ok-1 only", status, body)
+	}
+}

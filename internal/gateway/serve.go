@@ -491,7 +491,7 @@ func (s *Session) serveModels(w http.ResponseWriter, r *http.Request, rt route, 
 		w.Write(scrubKey(b, p.key.value()))
 		return
 	}
-	out, err := s.g.filterModels(rt.fam, b)
+	out, err := s.g.filterModels(rt.fam, b, s.listable(r.Context(), rt))
 	if err != nil {
 		res.Error = "upstream model list is not valid JSON"
 		writeError(w, rt.fam, apiError{status: 502, kind: errUpstream, msg: "enclave gateway: " + res.Error})
@@ -502,10 +502,10 @@ func (s *Session) serveModels(w http.ResponseWriter, r *http.Request, rt route, 
 	w.Write(out)
 }
 
-// filterModels keeps only sanctioned models in a listing. Anthropic and
-// OpenAI list {"data":[{"id":...}]}; Gemini lists
-// {"models":[{"name":"models/..."}]}.
-func (g *Gateway) filterModels(fam Family, b []byte) ([]byte, error) {
+// filterModels keeps only sanctioned models in a listing, and of those
+// only the ones keep (when set) keeps. Anthropic and OpenAI list
+// {"data":[{"id":...}]}; Gemini lists {"models":[{"name":"models/..."}]}.
+func (g *Gateway) filterModels(fam Family, b []byte, keep func(id string) bool) ([]byte, error) {
 	m, err := decodeBody(b)
 	if err != nil {
 		return nil, err
@@ -525,7 +525,7 @@ func (g *Gateway) filterModels(fam Family, b []byte) ([]byte, error) {
 		if fam == Gemini {
 			id = strings.TrimPrefix(id, geminiModelsSeg)
 		}
-		if id != "" && g.sanctioned(fam, id) {
+		if id != "" && g.sanctioned(fam, id) && (keep == nil || keep(id)) {
 			kept = append(kept, o)
 		}
 	}
