@@ -10,17 +10,23 @@
 // tree; see git.go) and never touches the agent's copy or its .git. The
 // checks, run concurrently, are:
 //
-//   - secrets: a gitleaks-format rule set over added lines only;
+//   - secrets: Enclave's rules and gitleaks' rule set (vendored data, see
+//     gitleaks/README.md) over added lines only;
 //   - dangerous-files: files that make something run later outside the
 //     enclave (hooks, .gitattributes filters, CI, agent and IDE settings,
 //     shell rc, build scripts, package install scripts, symlinks);
 //   - dependencies: added or changed dependencies in go.mod, package.json,
 //     package-lock.json, requirements.txt, pyproject.toml and Cargo.toml,
 //     against policy lists, a local OSV database and a typosquat list;
-//   - quality: line counts, moved lines, duplication, Go complexity delta,
-//     scope, test ratio, deleted or skipped tests;
-//   - static: built-in go/ast rules (new findings only) and go vet;
-//   - tests: the project's test command in a fresh sandbox without network.
+//   - quality: line counts, renames paired by similarity and moved lines,
+//     churn (session snapshots, git blame of the base), duplication, Go
+//     complexity delta, scope, test ratio, deleted or skipped tests;
+//   - static: built-in go/ast rules and go vet, and gosec, bandit and
+//     shellcheck when installed; new findings only (the base is analysed
+//     too, see gosec.go and lint.go);
+//   - tests: the project's test command in a fresh sandbox without network,
+//     or with only the registries the policy names, through the gate's own
+//     egress proxy.
 //
 // Each check has an action in [Config] (fail, warn or needs-human); the
 // report's result is fail if any fail-action finding remains, else
