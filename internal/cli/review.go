@@ -641,6 +641,15 @@ verify.`, "    enclave attest verify enclave/s-20261124-150405-a1b2c3\n    encla
 		p := v.Statement.Predicate
 		fmt.Fprintf(e.Stdout, "ok: %s approved by %s (%s) at %s: session %s, tier %s, verification %s\n",
 			commit, safeText(v.Signer.Name), v.Signer.KeyID, p.Time, p.Session.ID, p.Session.Tier, p.Verification.Result)
+		models := []string{}
+		for _, m := range p.Models {
+			models = append(models, fmt.Sprintf("%s/%s (%d calls)", m.Provider, m.Model, m.Requests))
+		}
+		if len(models) == 0 {
+			models = append(models, "none")
+		}
+		fmt.Fprintf(e.Stdout, "    agent %s; models %s; approval allowed by %s\n",
+			safeText(clip(strings.Join(p.Agent.Command, " "), 80)), safeText(strings.Join(models, ", ")), safeText(strings.Join(p.Decision, ", ")))
 		if cps != nil {
 			fmt.Fprintf(e.Stdout, "ok:   checkpoint: %s\n", safeText(cps[i]))
 		}

@@ -107,7 +107,8 @@ func TestReviewClaudeCode(t *testing.T) {
 	if got := f.git(f.repo, "show", head+":docs/usage.md"); got != "# Usage\n\nRun the demo with `make demo`." {
 		t.Fatalf("merged docs/usage.md = %q", got)
 	}
-	if out := f.must("", "attest", "verify", "enclave/"+id); !strings.Contains(out, "ok: "+head) || !strings.Contains(out, "bob") {
+	if out := f.must("", "attest", "verify", "enclave/"+id); !strings.Contains(out, "ok: "+head) || !strings.Contains(out, "bob") ||
+		!strings.Contains(out, "claude") || !strings.Contains(out, "calls)") || !strings.Contains(out, "approval allowed by humans-act-on-sessions") {
 		t.Fatalf("attest verify = %q", out)
 	}
 	vs := f.tamperChecks(head, id, 1)
