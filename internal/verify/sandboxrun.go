@@ -54,22 +54,42 @@ const (
 )
 
 // flowLog is the egress.Recorder of a test run: it keeps every flow for
-// the report (which is hashed into the audit log).
+// the report (which is hashed into the audit log), entered when the proxy
+// decides and completed when the flow ends, so a flow cut short by the end
+// of the run is still listed.
 type flowLog struct {
-	mu    sync.Mutex
-	flows []Flow
+	mu      sync.Mutex
+	flows   []Flow
+	byID    map[string]int
+	omitted int
 }
 
-func (l *flowLog) FlowStart(ctx context.Context, f *egress.Flow) error { return nil }
+func (l *flowLog) FlowStart(ctx context.Context, f *egress.Flow) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.flows) >= maxFlows {
+		l.omitted++
+		return nil
+	}
+	if l.byID == nil {
+		l.byID = map[string]int{}
+	}
+	l.byID[f.ID] = len(l.flows)
+	l.flows = append(l.flows, Flow{Host: f.Host, Port: f.Port, Method: f.Method, Path: clip(f.Path, 200),
+		Allowed: f.Decision.Allow, Reason: f.Decision.Reason})
+	return nil
+}
 
 func (l *flowLog) FlowEnd(ctx context.Context, f *egress.Flow) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.flows) < maxFlows {
-		l.flows = append(l.flows, Flow{Host: f.Host, Port: f.Port, Method: f.Method, Path: clip(f.Path, 200),
-			Allowed: f.Decision.Allow, Reason: f.Decision.Reason, BytesUp: f.BytesUp, BytesDn: f.BytesDown,
-			Error: f.Err, Duration: ms(f.Duration)})
+	i, ok := l.byID[f.ID]
+	if !ok {
+		return nil
 	}
+	fl := &l.flows[i]
+	fl.Allowed, fl.Reason = f.Decision.Allow, f.Decision.Reason
+	fl.BytesUp, fl.BytesDn, fl.Error, fl.Duration = f.BytesUp, f.BytesDown, f.Err, ms(f.Duration)
 	return nil
 }
 
@@ -196,7 +216,7 @@ func (r *SandboxRunner) Run(ctx context.Context, spec RunSpec) (RunResult, error
 	if proxy != nil {
 		proxy.Close() // ends the flows still open, so they are recorded
 		flows.mu.Lock()
-		res.Flows = slices.Clone(flows.flows)
+		res.Flows, res.FlowsOmitted = slices.Clone(flows.flows), flows.omitted
 		flows.mu.Unlock()
 	}
 	if errors.Is(werr, sandbox.ErrWallTime) {

@@ -58,8 +58,10 @@ type RunResult struct {
 	// OutputTail bytes).
 	Output []byte
 	// Flows are the network flows the run attempted, allowed or not
-	// (only with RunSpec.Network).
-	Flows []Flow
+	// (only with RunSpec.Network), at most maxFlows; FlowsOmitted counts
+	// the rest.
+	Flows        []Flow
+	FlowsOmitted int
 }
 
 // Flow is one network flow of a test run, as the report records it.
@@ -92,8 +94,9 @@ type TestRun struct {
 	// Network lists the hosts the policy let the run reach ("host" or
 	// "host:port,port"); absent means none. Flows records every flow the
 	// run attempted through the gate's proxy.
-	Network []string `json:"network,omitempty"`
-	Flows   []Flow   `json:"flows,omitempty"`
+	Network      []string `json:"network,omitempty"`
+	Flows        []Flow   `json:"flows,omitempty"`
+	FlowsOmitted int      `json:"flows_omitted,omitempty"`
 }
 
 // detectTests picks the project's test command from the files at the
@@ -150,7 +153,7 @@ func runTests(ctx context.Context, c *changeSet, dir string, cfg Config, run Run
 		tr.Network = append(tr.Network, n)
 	}
 	res, err := run.Run(ctx, RunSpec{Argv: argv, Dir: dir, Timeout: cfg.TestTimeout, Memory: cfg.TestMemory, Go: argv[0] == "go", GoCache: c.goCache, Network: cfg.TestNetwork})
-	tr.Flows = res.Flows
+	tr.Flows, tr.FlowsOmitted = res.Flows, res.FlowsOmitted
 	if err != nil {
 		return []Finding{{Rule: "could-not-run", Message: scrubLine(fmt.Sprintf("tests could not run: %v", err))}}, tr, nil
 	}
