@@ -39,8 +39,9 @@ func (c addrConn) RemoteAddr() net.Addr { return c.remote }
 // gate's proxy, and nothing else: a fake registry on loopback stands in
 // for registry.example.com, another server for a host off the list. Each
 // server counts its requests, so the outcome is judged outside the
-// sandbox; the script inside also tries the registry's address directly,
-// around the proxy.
+// sandbox; the script inside also tries a POST to the registry (the rule
+// allows GET and HEAD only) and the registry's address directly, around
+// the proxy.
 func TestSandboxedTestsRegistry(t *testing.T) {
 	requireSandbox(t)
 	var registryHits, otherHits atomic.Int32
@@ -79,6 +80,7 @@ func TestSandboxedTestsRegistry(t *testing.T) {
 curl -sS --max-time 20 -o got http://registry.example.com/left-pad/-/left-pad-1.3.0.tgz || { echo "registry: fetch failed"; exit 1; }
 grep -q package-bytes-ok got || { echo "registry: wrong content"; exit 1; }
 if curl -sS --max-time 5 -o /dev/null -f http://other.example.com/upload; then echo "other host reached"; exit 1; fi
+if curl -sS --max-time 5 -o /dev/null -f -X POST --data secret http://registry.example.com/upload; then echo "upload to the registry allowed"; exit 1; fi
 if curl -sS --max-time 3 --noproxy '*' -o /dev/null http://100.0.0.1/; then echo "direct dial worked"; exit 1; fi
 echo all-good
 `
@@ -106,8 +108,8 @@ echo all-good
 			denied = append(denied, f.Host)
 		}
 	}
-	if strings.Join(allowed, ",") != "registry.example.com" || strings.Join(denied, ",") != "other.example.com" {
-		t.Errorf("flows allowed %v, denied %v; want [registry.example.com], [other.example.com]", allowed, denied)
+	if strings.Join(allowed, ",") != "registry.example.com" || strings.Join(denied, ",") != "other.example.com,registry.example.com" {
+		t.Errorf("flows allowed %v, denied %v; want [registry.example.com], [other.example.com registry.example.com (the POST)]", allowed, denied)
 	}
 
 	// Without test_network the same script cannot fetch at all.
