@@ -11,6 +11,9 @@
 #   - time to first byte (per request) and delivery delay per chunk (the
 #     upstream's write stamp to the client's read), p50 and p99, for both
 #     paths and the difference ("added");
+#   - the gateway process's CPU time per stream and per chunk (getrusage;
+#     what scheduling noise on a shared machine does not blur, though it
+#     includes the Go runtime's idle spinning between wake-ups);
 #   - one non-streamed request at a time, both paths;
 #   - the gateway process's memory per open stream (Go heap + stacks, RSS).
 # Then the in-process Go benchmarks (ns per request and per chunk, allocations,
