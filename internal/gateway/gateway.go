@@ -33,13 +33,17 @@
 //
 // # What it does not do
 //
-// It does not stop a hostile agent from encoding a secret so that no rule
-// matches it (base64, splitting it across turns, paraphrasing classified
-// code). Redaction protects against accidental leaks; the audit record of
-// every byte sent to every model is the control against deliberate ones.
-// Opaque blobs the provider itself issued (thinking signatures, encrypted
-// reasoning, inline images) are forwarded unscanned because altering them
-// breaks the protocol.
+// Common encodings are decoded before the checks run (base64, hex,
+// percent-encoding, backslash escapes, gzip and zlib inside them; see
+// decode.go), and a request holding more encoded data than the decoder's
+// bounds is refused. It still does not stop a hostile agent that encrypts
+// a secret, invents its own encoding, splits it across turns or
+// paraphrases classified code. Redaction protects against accidental
+// leaks and casual smuggling; the audit record of every byte sent to every
+// model is the control against deliberate ones. Opaque blobs the provider
+// itself issued (thinking signatures, encrypted reasoning) and binary media
+// (images) are forwarded unscanned because altering them breaks the
+// protocol.
 //
 // # Paths
 //
@@ -64,22 +68,22 @@
 // 41 unrelated GOROOT files, k=24 w=12, at least 4 shared fingerprints on
 // 2+ lines, boilerplate shared by many classified files ignored):
 // excerpts of 5/20/100 lines are detected 96.5/100/100% verbatim or
-// re-spaced, 34/96.5/100% with a third of identifiers renamed (50/99/99%
-// with NormalizeIdentifiers); false positives on unrelated code are
-// 0/0.2/0.2% (0/0.2/5% with NormalizeIdentifiers).
+// re-spaced, 33.5/95.5/100% with a third of identifiers renamed
+// (49.5/99/99% with NormalizeIdentifiers); false positives on unrelated
+// code are 0/0.2/0.5% (0/0.2/5.2% with NormalizeIdentifiers). The span
+// recorded is the lines the excerpt came from (TestMatchSpan), also when
+// the file repeats its phrases elsewhere.
 //
 // Secret rules (TestMeasureSecretRules): recall 100% on 300 generated
 // secrets of 15 kinds in context, precision 100% on 46,350 GOROOT lines and
 // 25 hard negatives. The corpus was written by the rules' author, so this is
 // an upper bound, not a field result.
 //
-// Overhead (bench/gateway.sh, same in-process fake upstream): one request
-// ~0.2 ms added (JSON parse, scans, records), ~1.5-4 us CPU per streamed
-// chunk; p50 added time to first byte 0.1 ms at 1 stream, 8 ms at 100
-// streams where client, gateway and upstream contend for the 2 CPUs (p99
-// far above the 2 ms target there; see the report). Prompt inspection of a
-// 50 KB request: 3-8 ms first time, ~1.4 ms when the conversation history
-// repeats (cached per session). About 70 KB per open stream.
+// Overhead: see bench/gateway.sh (fake upstream, gateway and load client
+// in three processes) and README's Performance table. Prompt inspection
+// of a 50 KB request, decoding included: 3-8 ms the first time, 0.6-2.3 ms
+// when the conversation history repeats (cached per session). About 35 KB
+// (Go heap and stacks, 3 goroutines) per open stream.
 package gateway
 
 import (
