@@ -18,9 +18,11 @@ import (
 	"strings"
 	"testing"
 	"text/tabwriter"
+	"time"
 
 	"golang.org/x/term"
 
+	"github.com/enclave-dev/enclave/internal/audit"
 	"github.com/enclave-dev/enclave/internal/authz"
 	"github.com/enclave-dev/enclave/internal/review"
 	"github.com/enclave-dev/enclave/internal/store"
@@ -348,10 +350,12 @@ existing unencrypted ed25519 SSH key is used instead. Prints the public key.`, "
 	if err := e.humanOnly(who, "review key"); err != nil {
 		return err
 	}
-	dir, err := e.stateDir()
+	st, err := e.openState(ctx)
 	if err != nil {
 		return err
 	}
+	defer st.Close()
+	dir := st.dir
 	if s, err := review.LoadKey(dir, who.ID); err == nil {
 		fmt.Fprintf(e.Stdout, "%s %s\n", who.ID, s.Public)
 		fmt.Fprintf(e.Stderr, "enclave: %s already has a signing key: %s\n", who.ID, s.Path)
@@ -360,12 +364,17 @@ existing unencrypted ed25519 SSH key is used instead. Prints the public key.`, "
 		return err
 	}
 	var s *review.Signer
+	how := "created by enclave review key"
 	if *sshKey != "" {
 		s, err = review.LinkSSHKey(dir, who.ID, *sshKey)
+		how = "SSH key linked by enclave review key --ssh"
 	} else {
 		s, err = review.CreateKey(dir, who.ID)
 	}
 	if err != nil {
+		return err
+	}
+	if err := recordKey(ctx, st, who.ID, s, how); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.Stdout, "%s %s\n", who.ID, s.Public)
@@ -377,11 +386,17 @@ existing unencrypted ed25519 SSH key is used instead. Prints the public key.`, "
 // approval signing key, created when there is none (inside an agent's
 // session there is no person, so nothing is made). It reports on stderr;
 // stdout stays the audit log's public key.
-func (e *Env) initHumanKey(dir string) error {
+func (e *Env) initHumanKey(ctx context.Context) error {
 	who := e.principal()
 	if who.Type != authz.User {
 		return nil
 	}
+	st, err := e.openState(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	dir := st.dir
 	if s, err := review.LoadKey(dir, who.ID); err == nil {
 		fmt.Fprintf(e.Stderr, "enclave: approvals by %s are signed with %s (%s)\n", who.ID, s.Path, s.KeyID)
 		return nil
@@ -392,19 +407,42 @@ func (e *Env) initHumanKey(dir string) error {
 	if err != nil {
 		return fmt.Errorf("create the approval signing key of %s: %w", who.ID, err)
 	}
+	if err := recordKey(ctx, st, who.ID, s, "created by enclave init"); err != nil {
+		return err
+	}
 	fmt.Fprintf(e.Stderr, "enclave: created the approval signing key of %s: %s (%s); enclave review key --ssh FILE uses an SSH key instead\n", who.ID, s.Path, s.KeyID)
 	return nil
 }
 
 // signer loads the acting user's key, creating one on first use.
-func (e *Env) signer(dir, user string) (*review.Signer, error) {
-	s, err := review.LoadKey(dir, user)
+func (e *Env) signer(ctx context.Context, st *state, user string) (*review.Signer, error) {
+	s, err := review.LoadKey(st.dir, user)
 	if errors.Is(err, review.ErrNoKey) {
-		if s, err = review.CreateKey(dir, user); err == nil {
+		if s, err = review.CreateKey(st.dir, user); err == nil {
 			fmt.Fprintf(e.Stderr, "enclave: created the signing key of %s: %s (%s)\n", user, s.Path, s.KeyID)
+			err = recordKey(ctx, st, user, s, "created on first approval")
 		}
 	}
 	return s, err
+}
+
+// recordKey puts a key added to the allowed signers on the audit record:
+// who added which key, and how.
+func recordKey(ctx context.Context, st *state, user string, s *review.Signer, how string) error {
+	if st.log == nil {
+		return errors.New("bug: the audit log is not open to record a new signing key")
+	}
+	ev, err := audit.NewEvent("", review.KindKey, user, "", map[string]any{
+		"user": user, "key_id": s.KeyID, "public": s.Public, "path": s.Path, "how": how,
+	})
+	if err != nil {
+		return err
+	}
+	ev.Time = time.Now().UTC()
+	if _, err := st.log.Append(ctx, ev); err != nil {
+		return fmt.Errorf("record the new signing key of %s (%s) in the audit log: %w", user, s.KeyID, err)
+	}
+	return st.checkpoint(ctx)
 }
 
 func (e *Env) reviewTierCmd(ctx context.Context, args []string) error {
@@ -453,7 +491,7 @@ merges (as enclave merge, in your name).`, "    enclave approve last\n    enclav
 	}
 	defer st.Close()
 	who := e.principal()
-	signer := func() (*review.Signer, error) { return e.signer(st.dir, who.ID) }
+	signer := func() (*review.Signer, error) { return e.signer(ctx, st, who.ID) }
 	r := e.reviewer(st)
 	c, _, err := r.Approve(ctx, who, s, review.ApproveOptions{Note: *note, Signer: signer})
 	if err != nil {

@@ -63,7 +63,7 @@ ed25519 key for signing approvals (see enclave review key).`, "    enclave init\
 	if _, err := e.signingKey(dir); err != nil {
 		return err
 	}
-	if err := e.initHumanKey(dir); err != nil {
+	if err := e.initHumanKey(ctx); err != nil {
 		return err
 	}
 	pub, err := audit.ReadPublicKey(filepath.Join(dir, keyPublic))

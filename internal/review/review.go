@@ -86,6 +86,8 @@ const (
 	KindApprove = "review.approve"
 	KindReject  = "review.reject"
 	KindMerge   = "review.merge"
+	// KindKey records a new approval signing key in the allowed signers.
+	KindKey = "review.key"
 )
 
 // Tiers built in; a config may define others.

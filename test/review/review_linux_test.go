@@ -300,6 +300,22 @@ func TestReviewEndToEnd(t *testing.T) {
 		t.Errorf("sessions table after 1 of 2 approvals:\n%s", table)
 	}
 	f.must("dave", "approve", id)
+	// Each approver's key, made on their first approval, is on the record.
+	var keys []string
+	for _, line := range strings.Split(strings.TrimSpace(f.must("", "audit", "export", "-kind", review.KindKey)), "\n") {
+		var ev struct {
+			Actor string `json:"actor"`
+			Data  struct {
+				KeyID string `json:"key_id"`
+			} `json:"data"`
+		}
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.Data.KeyID != "" {
+			keys = append(keys, ev.Actor)
+		}
+	}
+	if strings.Join(keys, ",") != "bob,dave" {
+		t.Errorf("review.key records by %v, want bob then dave", keys)
+	}
 	out = f.must("bob", "merge", id)
 	if !strings.Contains(out, "merged") {
 		t.Fatalf("merge output %q", out)
