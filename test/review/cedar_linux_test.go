@@ -88,6 +88,10 @@ when { resource.name == "127.0.0.1" && context.tier == "sensitive" };
 			if !found {
 				t.Error("no egress record for 127.0.0.1")
 			}
+			// The reviewer sees the refusal and the policy behind it.
+			if screen := f.must("bob", "review", "--no-pager", s.ID); (tt.decision == "deny") != strings.Contains(screen, "no-loopback-for-sensitive") {
+				t.Errorf("review screen (decision %s) and the deciding policy:\n%s", tt.decision, screen)
+			}
 		})
 	}
 }
