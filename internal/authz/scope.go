@@ -10,13 +10,13 @@ import (
 // decisions a [Scope] makes. They go into every request's context, so a
 // policy can narrow by tier, sandbox profile, agent or launcher.
 type SessionFacts struct {
-	Session string
-	Tier    string
-	Profile string
+	Session string `json:"session"`
+	Tier    string `json:"tier"`
+	Profile string `json:"profile"`
 	// Agent is the program name of the agent command ("claude").
-	Agent string
+	Agent string `json:"agent"`
 	// Launcher is the user who started the session.
-	Launcher string
+	Launcher string `json:"launcher"`
 }
 
 // Scope is one session's view of the decision point for the two hot
