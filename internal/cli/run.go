@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -158,6 +160,12 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 		if err := e.trustRepoPolicy(stateDir, pol, prof, f.trustPolicy); err != nil {
 			return nil, err
 		}
+	}
+	// enclave.review.yaml and enclave.cedar also arrive with a clone, and
+	// say who may approve and merge agents' changes: the same once-per-
+	// content word from the user, whichever enclave.yaml is in force.
+	if err := e.trustRepoGovernance(stateDir, top, f.trustPolicy); err != nil {
+		return nil, err
 	}
 	mounts, err := applyRunFlags(prof, f)
 	if err != nil {
@@ -471,6 +479,55 @@ func (e *Env) trustRepoPolicy(stateDir string, pol *policy.Policy, prof *policy.
 		return err
 	}
 	fmt.Fprintf(e.Stderr, "enclave: trusted %s (sha256 %s)\n", pol.Source, clip(pol.Hash, 12))
+	return nil
+}
+
+// trustRepoGovernance checks that the user accepted the repository's
+// review configuration and Cedar policies (when it has any), recording the
+// acceptance by a hash of both files' names and contents.
+func (e *Env) trustRepoGovernance(stateDir, top string, accept bool) error {
+	h := sha256.New()
+	var present []string
+	for _, name := range []string{authz.FileName, review.ConfigFile} {
+		b, err := os.ReadFile(filepath.Join(top, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		present = append(present, name)
+		fmt.Fprintf(h, "%s\x00%d\x00", name, len(b))
+		h.Write(b)
+	}
+	if len(present) == 0 {
+		return nil
+	}
+	sum := "governance:" + hex.EncodeToString(h.Sum(nil))
+	path := filepath.Join(stateDir, "trusted-policies")
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if h, _, _ := strings.Cut(line, " "); h == sum {
+			return nil
+		}
+	}
+	files := strings.Join(present, " and ")
+	if !accept {
+		return withHint(fmt.Errorf("%s in %s decide who may approve and merge agents' changes (sha256 %s) and have not been trusted as they are", files, top, clip(strings.TrimPrefix(sum, "governance:"), 12)),
+			"read them, then run again with --trust-policy to trust this exact content (any edit asks again)")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f, "%s %s\n", sum, top)
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.Stderr, "enclave: trusted %s in %s (sha256 %s)\n", files, top, clip(strings.TrimPrefix(sum, "governance:"), 12))
 	return nil
 }
 

@@ -49,7 +49,7 @@ when { resource.name == "127.0.0.1" && context.tier == "sensitive" };
 	} {
 		t.Run(tt.tier, func(t *testing.T) {
 			before := hits.Load()
-			r := f.enclave("", nil, "run", "--tty", "never", "--gateway", "off", "--tier", tt.tier,
+			r := f.enclave("", nil, "run", "--trust-policy", "--tty", "never", "--gateway", "off", "--tier", tt.tier,
 				"--allow-host", fmt.Sprintf("127.0.0.1:%d", port), "--", "/bin/sh", "-c", script)
 			if r.code != 0 {
 				t.Fatalf("enclave run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)

@@ -160,7 +160,7 @@ func runClaude(t *testing.T, harness string, f *fixture, runDir, tier string) (c
 	// model, a fake key) to enclave, whose model gateway takes them as its
 	// upstream and gives Claude a session token instead.
 	wrap := strings.Join([]string{
-		"env", cliEnv + "=1", enclavetest.ShellQuote(f.bin), "run", "--gateway", "on", "--tty", "never",
+		"env", cliEnv + "=1", enclavetest.ShellQuote(f.bin), "run", "--trust-policy", "--gateway", "on", "--tty", "never",
 		`--ro "$RC_CACHE"`, "--tier", tier, "--task", enclavetest.ShellQuote("document the demo"), "--",
 	}, " ")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -157,7 +157,7 @@ func (f *fixture) refused(person string, extraEnv []string, want string, args ..
 // runAgent runs a shell script as the agent and returns the session id.
 func (f *fixture) runAgent(script, tier string) string {
 	f.t.Helper()
-	r := f.enclave("", nil, "run", "--tty", "never", "--gateway", "off", "--tier", tier, "--task", "scripted change", "--", "/bin/sh", "-c", script)
+	r := f.enclave("", nil, "run", "--trust-policy", "--tty", "never", "--gateway", "off", "--tier", tier, "--task", "scripted change", "--", "/bin/sh", "-c", script)
 	if r.code != 0 {
 		f.t.Fatalf("enclave run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}

@@ -70,7 +70,7 @@ func (f *fixture) sessionCount() int {
 func TestRunAuthorization(t *testing.T) {
 	f := newFixture(t)
 	run := func(tier string) result {
-		return f.enclave("", nil, "run", "--tty", "never", "--gateway", "off", "--verify", "off", "--tier", tier, "--task", "t", "--", "/bin/sh", "-c", "echo ran > ran.txt")
+		return f.enclave("", nil, "run", "--trust-policy", "--tty", "never", "--gateway", "off", "--verify", "off", "--tier", tier, "--task", "t", "--", "/bin/sh", "-c", "echo ran > ran.txt")
 	}
 	// Defaults: any tier runs.
 	if r := run("sensitive"); r.code != 0 {
@@ -118,11 +118,11 @@ when { resource.tier == "sensitive" && resource.agent == "sh" };
 	// A tier that names a sandbox profile fixes it: another --profile is
 	// refused, and a profile the policy lacks is an error, not a fallback.
 	write(t, filepath.Join(f.repo, review.ConfigFile), "version: 1\ntiers:\n  docs-tests: {approvals: 1, gate: none, profile: locked-down}\n")
-	r = f.enclave("", nil, "run", "--tty", "never", "--gateway", "off", "--tier", "docs-tests", "--profile", "default", "--", "/bin/true")
+	r = f.enclave("", nil, "run", "--trust-policy", "--tty", "never", "--gateway", "off", "--tier", "docs-tests", "--profile", "default", "--", "/bin/true")
 	if r.code == 0 || !strings.Contains(r.stderr, `tier docs-tests runs with profile "locked-down"`) {
 		t.Fatalf("run --tier docs-tests --profile default = exit %d, %q", r.code, r.stderr)
 	}
-	r = f.enclave("", nil, "run", "--tty", "never", "--gateway", "off", "--tier", "docs-tests", "--", "/bin/true")
+	r = f.enclave("", nil, "run", "--trust-policy", "--tty", "never", "--gateway", "off", "--tier", "docs-tests", "--", "/bin/true")
 	if r.code == 0 || !strings.Contains(r.stderr, `profile "locked-down"`) {
 		t.Fatalf("run --tier docs-tests without that profile in the policy = exit %d, %q", r.code, r.stderr)
 	}
