@@ -17,8 +17,14 @@
 # records every flow through an in-memory recorder, so the numbers include
 # the record calls but not an audit database's write cost.
 #
+# With ENCLAVE_BENCH_NETNS=1 (root), two more paths put the client and the
+# proxy's listening socket in a network namespace of their own, as the
+# sandbox does ("sandbox"), and the same with BIG TCP (512 KiB GSO/GRO
+# packets) on that namespace's loopback ("sandbox-bigtcp").
+#
 # Usage: bench/proxy.sh            (from anywhere in the repository)
 #        ENCLAVE_BENCH_ROUNDS=9 ENCLAVE_BENCH_MIB=1024 bench/proxy.sh
+#        ENCLAVE_BENCH_NETNS=1 bench/proxy.sh
 set -eu
 cd "$(dirname "$0")/.."
 

@@ -302,6 +302,23 @@ func TestProxyBenchReport(t *testing.T) {
 		"relay-copy=" + bareRelay(t, sinkAddr, copyThrough),
 		"relay-splice=" + bareRelay(t, sinkAddr, spliceThrough),
 	}
+	vias := []string{"proxy", "relay-copy", "relay-splice"}
+	if os.Getenv("ENCLAVE_BENCH_NETNS") != "" {
+		// The agent's side in a network namespace of its own, as in a
+		// session, with loopback as the init leaves it and with BIG TCP.
+		if os.Geteuid() != 0 {
+			t.Fatal("ENCLAVE_BENCH_NETNS needs root to make network namespaces")
+		}
+		for _, v := range []struct {
+			name string
+			big  bool
+		}{{"sandbox", false}, {"sandbox-bigtcp", true}} {
+			path, l := sandboxNetns(t, v.big)
+			go tp.p.Serve(l)
+			targets = append(targets, v.name+"="+l.Addr().String()+"/"+sinkAddr+"@"+path)
+			vias = append(vias, v.name)
+		}
+	}
 	client := startHelper(t, "client", []string{
 		"ENCLAVE_BENCH_TARGETS=" + strings.Join(targets, ","),
 		fmt.Sprintf("ENCLAVE_BENCH_SMALL=http://127.0.0.1:%d/", small),
@@ -346,19 +363,19 @@ func TestProxyBenchReport(t *testing.T) {
 		if len(d) == 0 {
 			t.Fatalf("no %s rounds", dir)
 		}
-		for _, via := range []string{"proxy", "relay-copy", "relay-splice"} {
+		for _, via := range vias {
 			p := tput[dir+" "+via]
-			fmt.Printf("throughput %-8s %d MiB x %d rounds: direct median %.0f MiB/s, %-12s median %.0f MiB/s, ratio %.2f\n",
+			fmt.Printf("throughput %-8s %d MiB x %d rounds: direct median %.0f MiB/s, %-14s median %.0f MiB/s, ratio %.2f\n",
 				dir, size>>20, len(p), median(d), via, median(p), median(p)/median(d))
 		}
 	}
 	// CPU seconds per GiB moved, per process, summed over the rounds: the
 	// machine's CPUs are what a relay competes for.
 	for _, dir := range []string{"upload", "download"} {
-		for _, via := range []string{"direct", "proxy", "relay-copy", "relay-splice"} {
+		for _, via := range append([]string{"direct"}, vias...) {
 			c, gib := cpu[dir+" "+via], float64(size)*float64(len(tput[dir+" "+via]))/(1<<30)
 			per := func(d time.Duration) float64 { return d.Seconds() / gib }
-			fmt.Printf("cpu per GiB %-8s %-12s client %.3fs, servers %.3fs, proxy process %.3fs, total %.3fs\n",
+			fmt.Printf("cpu per GiB %-8s %-14s client %.3fs, servers %.3fs, proxy process %.3fs, total %.3fs\n",
 				dir, via, per(c[0]), per(c[1]), per(c[2]), per(c[0]+c[1]+c[2]))
 		}
 	}
@@ -396,12 +413,14 @@ func benchClient() error {
 	requests := envInt("ENCLAVE_BENCH_REQUESTS", 5000)
 	pids := []string{"self"}
 	pids = append(pids, strings.Split(os.Getenv("ENCLAVE_BENCH_PIDS"), ",")...)
-	type target struct{ name, addr, connect string }
+	type target struct{ name, addr, connect, netns string }
 	var targets []target
 	for _, spec := range strings.Split(os.Getenv("ENCLAVE_BENCH_TARGETS"), ",") {
+		// name=addr[/connect-target][@netns]
 		name, addr, _ := strings.Cut(spec, "=")
+		addr, ns, _ := strings.Cut(addr, "@")
 		addr, connect, _ := strings.Cut(addr, "/")
-		targets = append(targets, target{name, addr, connect})
+		targets = append(targets, target{name, addr, connect, ns})
 	}
 	for _, dir := range []struct {
 		name string
@@ -409,7 +428,13 @@ func benchClient() error {
 	}{{"upload", size}, {"download", -size}} {
 		for range rounds {
 			for _, tg := range targets {
-				c, err := net.Dial("tcp", tg.addr)
+				var c net.Conn
+				var err error
+				if tg.netns != "" {
+					c, err = dialIn(tg.netns, tg.addr)
+				} else {
+					c, err = net.Dial("tcp", tg.addr)
+				}
 				if err != nil {
 					return err
 				}
