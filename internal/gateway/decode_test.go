@@ -333,3 +333,20 @@ func FuzzDecodeViews(f *testing.F) {
 		t.Errorf("%s of %.40q not found in %d views", want, text, len(views))
 	})
 }
+
+// TestEncodedOverLimitRefused: a request holding more encoded data than
+// the decoder checks (here a gzip bomb) is refused, not passed unread.
+func TestEncodedOverLimitRefused(t *testing.T) {
+	r := newRig(t, nil)
+	bomb := b64wrap(gz(bytes.Repeat([]byte("all work and no play "), (64<<20)/21)), 76)
+	status, body, _ := r.call(t, "POST", "/anthropic/v1/messages", anthropicBody("ok-1", false, "$ cat blob\n"+bomb), nil)
+	if status != 403 || !strings.Contains(body, "more encoded data") {
+		t.Errorf("got %d %.300s, want 403 saying the encoded data is over the limit", status, body)
+	}
+	if n := r.up.count(); n != 0 {
+		t.Errorf("the upstream received %d requests", n)
+	}
+	if c := r.rec.all()[0]; c.Allow || c.Rule != "inspect.encoded" {
+		t.Errorf("record = %+v, want an inspect.encoded refusal", c)
+	}
+}
