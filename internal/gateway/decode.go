@@ -136,16 +136,68 @@ func (d *decoder) scan(s string, outerStart, outerEnd int, enc string, depth int
 			}
 		}
 	}
-	if start, end, ok := percentSpan(s); ok {
-		if t := percentDecode(s[start:end]); isText(t) {
-			emit(start, end, "percent", t)
+	for _, sp := range denseSpans(s, percentLen) {
+		if t := percentDecode(s[sp[0]:sp[1]]); isText(t) {
+			emit(sp[0], sp[1], "percent", t)
 		}
 	}
-	if start, end, ok := escapeSpan(s); ok {
-		if t := unescape(s[start:end]); isText(t) {
-			emit(start, end, "escapes", t)
+	for _, sp := range denseSpans(s, escapeLen) {
+		if t := unescape(s[sp[0]:sp[1]]); isText(t) {
+			emit(sp[0], sp[1], "escapes", t)
 		}
 	}
+}
+
+// Escapes count as an encoded run where they are dense: at least
+// minEscapes of them, each within maxEscapeGap bytes of the last. Source
+// code with an occasional "\n" in a string is not an encoding, and a
+// secret found in a run is redacted with the whole run, so runs stay
+// tight.
+const (
+	minEscapes   = 4
+	maxEscapeGap = 256
+)
+
+// denseSpans returns the spans of s where escapes of the kind escLen
+// recognises (it returns an escape's length at the start of its argument,
+// 0 for none) are dense, from the first escape to the end of the last.
+func denseSpans(s string, escLen func(string) int) [][2]int {
+	var spans [][2]int
+	first, last, n := -1, -1, 0
+	end := func() {
+		if n >= minEscapes {
+			spans = append(spans, [2]int{first, last})
+		}
+		first, last, n = -1, -1, 0
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' && s[i] != '\\' {
+			continue
+		}
+		w := escLen(s[i:])
+		if w == 0 {
+			continue
+		}
+		if n > 0 && i-last > maxEscapeGap {
+			end()
+		}
+		if first < 0 {
+			first = i
+		}
+		last = i + w
+		n++
+		i += w - 1
+	}
+	end()
+	return spans
+}
+
+// percentLen is the length of the %XX escape at the start of s, 0 if none.
+func percentLen(s string) int {
+	if len(s) >= 3 && s[0] == '%' && unhex(s[1]) >= 0 && unhex(s[2]) >= 0 {
+		return 3
+	}
+	return 0
 }
 
 // alnumRuns returns the spans of runs of base64 characters (both alphabets
@@ -357,23 +409,6 @@ func isText(b []byte) bool {
 	return bad*50 <= len(b)
 }
 
-// percentSpan returns the span from the first to the last %XX escape of s
-// when s holds at least four of them.
-func percentSpan(s string) (int, int, bool) {
-	first, last, n := -1, -1, 0
-	for i := 0; i+2 < len(s); i++ {
-		if s[i] == '%' && unhex(s[i+1]) >= 0 && unhex(s[i+2]) >= 0 {
-			if first < 0 {
-				first = i
-			}
-			last = i + 3
-			n++
-			i += 2
-		}
-	}
-	return first, last, n >= 4
-}
-
 func percentDecode(s string) []byte {
 	b := make([]byte, 0, len(s))
 	for i := 0; i < len(s); i++ {
@@ -400,28 +435,6 @@ func unhex(c byte) int {
 		return int(c-'A') + 10
 	}
 	return -1
-}
-
-// escapeSpan returns the span from the first to the last backslash escape
-// of s when s holds at least four of them.
-func escapeSpan(s string) (int, int, bool) {
-	first, last, n := -1, -1, 0
-	for i := 0; i+1 < len(s); i++ {
-		if s[i] != '\\' {
-			continue
-		}
-		w := escapeLen(s[i:])
-		if w == 0 {
-			continue
-		}
-		if first < 0 {
-			first = i
-		}
-		last = i + w
-		n++
-		i += w - 1
-	}
-	return first, last, n >= 4
 }
 
 // escapeLen is the length of the escape at the start of s, 0 if none.

@@ -128,6 +128,8 @@ func TestDecodeViewsIgnoresNoise(t *testing.T) {
 		"image " + png,
 		"50% of 30% is 15% and 100% of nothing %zz %4",
 		`C:\Users\agent\notes\today.txt and \d+\s*\w`,
+		// Source code with a "\n" in a string now and then is not encoded.
+		strings.Repeat("\tfmt.Printf(\"done\\n\")\n"+strings.Repeat("\tx := compute(y, z) // a line of ordinary code\n", 6), 5),
 	} {
 		if views, over := decodeViews(in); len(views) != 0 || over {
 			t.Errorf("decodeViews(%.50q) = %d views (over %v), want none", in, len(views), over)
