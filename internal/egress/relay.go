@@ -47,9 +47,9 @@ var relayPool = sync.Pool{New: func() any {
 // did not write, so the sum written over all flows never exceeds the
 // budget. Idle detection uses short read deadlines ("ticks"): a direction
 // whose read times out checks when the tunnel last moved a byte in either
-// direction and only gives up once that is IdleTimeout ago. A write that
-// makes no progress for IdleTimeout (an agent or upstream that stopped
-// reading) ends the tunnel too.
+// direction and only gives up once that is IdleTimeout ago. Writes use
+// the same rule, so a peer that stops reading cannot hold a tunnel (and
+// its unrecorded end) forever.
 func (p *Proxy) relay(a, b net.Conn) (up, down int64, err error) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
@@ -77,7 +77,7 @@ func (p *Proxy) relay(a, b net.Conn) (up, down int64, err error) {
 			}
 			src.SetReadDeadline(time.Now().Add(tick))
 			buf, rerr := r.read(int(g))
-			w, werr := p.writeAll(dst, buf, &last)
+			w, werr := p.writeAll(dst, buf, &last, tick)
 			r.release()
 			p.budget.refund(g - int64(w))
 			*n += int64(w)
@@ -122,28 +122,26 @@ func (p *Proxy) relay(a, b net.Conn) (up, down int64, err error) {
 	return up, down, first
 }
 
-// writeAll writes buf to dst. Each write may block for IdleTimeout; one
-// that times out after moving some bytes is retried (a slow reader is not
-// an idle one), one that moved nothing ends the tunnel.
-func (p *Proxy) writeAll(dst net.Conn, buf []byte, last *atomic.Int64) (int, error) {
+// writeAll writes buf to dst. A write blocked by a peer that does not
+// read is given up only when nothing has moved in either direction for
+// IdleTimeout: an agent may upload for minutes before it reads the answer.
+func (p *Proxy) writeAll(dst net.Conn, buf []byte, last *atomic.Int64, tick time.Duration) (int, error) {
 	done := 0
 	for done < len(buf) {
-		dst.SetWriteDeadline(time.Now().Add(p.idleTimeout))
+		dst.SetWriteDeadline(time.Now().Add(tick))
 		w, err := dst.Write(buf[done:])
 		done += w
+		now := time.Now()
 		if w > 0 {
-			last.Store(time.Now().UnixNano())
+			last.Store(now.UnixNano())
 		}
-		if err == nil {
-			continue
-		}
-		if isTimeout(err) && w > 0 {
-			continue
-		}
-		if isTimeout(err) {
+		switch {
+		case err == nil:
+		case !isTimeout(err):
+			return done, err
+		case now.Sub(time.Unix(0, last.Load())) >= p.idleTimeout:
 			return done, fmt.Errorf("write: %w after %s", errIdle, p.idleTimeout)
 		}
-		return done, err
 	}
 	return done, nil
 }

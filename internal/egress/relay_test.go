@@ -213,3 +213,56 @@ func TestStepReaderFallback(t *testing.T) {
 		t.Errorf("read through net.Pipe = %q, want \"abc\"", got)
 	}
 }
+
+// TestTunnelUploadWhileDownloadWaits: the upstream answers at once with
+// more than the socket buffers hold, while the agent keeps uploading for
+// several idle timeouts before it reads the answer. Bytes move all along,
+// so the tunnel must not be cut as idle, and every byte must arrive.
+func TestTunnelUploadWhileDownloadWaits(t *testing.T) {
+	answer := randomBytes(16<<20, 3)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	gotUp := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		wrote := make(chan struct{})
+		go func() { c.Write(answer); close(wrote) }()
+		n, _ := io.Copy(io.Discard, c)
+		gotUp <- n
+		<-wrote
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	n := &policy.Network{Allow: []policy.HostRule{{Host: "127.0.0.1", Ports: []int{port}}}}
+	const idle = 300 * time.Millisecond
+	tp := startProxy(t, n, nil, func(c *Config) { c.IdleTimeout = idle })
+	c, br := connectTunnel(t, tp, port)
+	defer c.Close()
+	var sent int64
+	chunk := make([]byte, 4<<10)
+	for end := time.Now().Add(4 * idle); time.Now().Before(end); {
+		k, err := c.Write(chunk)
+		sent += int64(k)
+		if err != nil {
+			t.Fatalf("upload after %d bytes: %v", sent, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	down, err := io.ReadAll(br)
+	if err != nil || !bytes.Equal(down, answer) {
+		t.Errorf("answer: read %d of %d bytes (%v), want all of it once the upload is done", len(down), len(answer), err)
+	}
+	if got := <-gotUp; got != sent {
+		t.Errorf("upstream received %d bytes, want the %d uploaded", got, sent)
+	}
+	if f := tp.rec.waitEnds(t, 1)[0]; f.Partial || f.Err != "" {
+		t.Errorf("flow = partial %v, err %q; want complete", f.Partial, f.Err)
+	}
+}
