@@ -356,6 +356,14 @@ func (s *Session) forward(w http.ResponseWriter, r *http.Request, rt route, p *p
 	if sse && fl != nil {
 		fl.Flush()
 	}
+	// A stream is flushed after every read, so each event reaches the
+	// agent as it arrives. A plain answer is not: net/http then sends it
+	// in one write with a Content-Length, a system call fewer per request.
+	// (Gemini's streamGenerateContent without alt=sse streams a JSON array,
+	// so a request that asked for a stream is always flushed.)
+	if !sse && !c.Stream && !rt.stream {
+		fl = nil
+	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
