@@ -48,6 +48,7 @@ type rule struct {
 	group     int
 	entropy   float64
 	keywords  []string
+	kwIDs     []int // indexes of keywords in ruleSet.kws
 	allow     []*regexp.Regexp
 	stopwords []string
 }
@@ -55,6 +56,62 @@ type rule struct {
 type ruleSet struct {
 	rules []rule
 	allow []*regexp.Regexp
+
+	// The keyword prefilter: which rules' keywords occur in a string is
+	// found in one pass over it, not one strings.Contains per keyword.
+	kws      []string         // distinct keywords, lowercased
+	lead     *[1 << 16]bool   // two-byte prefixes of keywords
+	byLead   map[uint16][]int // keyword indexes by their two-byte prefix
+	shortKws []int            // keywords of one byte
+}
+
+// indexKeywords builds the keyword prefilter.
+func (rs *ruleSet) indexKeywords() {
+	ids := map[string]int{}
+	rs.lead = new([1 << 16]bool)
+	rs.byLead = map[uint16][]int{}
+	for i := range rs.rules {
+		r := &rs.rules[i]
+		for _, k := range r.keywords {
+			if k == "" {
+				continue
+			}
+			id, ok := ids[k]
+			if !ok {
+				id = len(rs.kws)
+				ids[k] = id
+				rs.kws = append(rs.kws, k)
+				if len(k) == 1 {
+					rs.shortKws = append(rs.shortKws, id)
+				} else {
+					l := uint16(k[0])<<8 | uint16(k[1])
+					rs.lead[l] = true
+					rs.byLead[l] = append(rs.byLead[l], id)
+				}
+			}
+			r.kwIDs = append(r.kwIDs, id)
+		}
+	}
+}
+
+// present reports which keywords occur in lower (already lowercased).
+func (rs *ruleSet) present(lower string) []bool {
+	p := make([]bool, len(rs.kws))
+	for _, id := range rs.shortKws {
+		p[id] = strings.Contains(lower, rs.kws[id])
+	}
+	for i := 0; i+1 < len(lower); i++ {
+		l := uint16(lower[i])<<8 | uint16(lower[i+1])
+		if !rs.lead[l] {
+			continue
+		}
+		for _, id := range rs.byLead[l] {
+			if !p[id] && strings.HasPrefix(lower[i:], rs.kws[id]) {
+				p[id] = true
+			}
+		}
+	}
+	return p
 }
 
 // loadRules parses a gitleaks-format rule file; nil means the built-in one.
@@ -134,6 +191,7 @@ func loadRules(src []byte) (*ruleSet, error) {
 	if len(rs.rules) == 0 {
 		return nil, fmt.Errorf("%w: %s: no rules with a regex", ErrConfig, name)
 	}
+	rs.indexKeywords()
 	return rs, nil
 }
 
@@ -146,15 +204,15 @@ type finding struct {
 // find returns the non-overlapping secrets in s, in order. Earlier rules
 // win where two overlap.
 func (rs *ruleSet) find(s string) []finding {
-	var lower string
+	var present []bool
 	var out []finding
 	for i := range rs.rules {
 		r := &rs.rules[i]
-		if len(r.keywords) > 0 {
-			if lower == "" {
-				lower = strings.ToLower(s)
+		if len(r.kwIDs) > 0 {
+			if present == nil {
+				present = rs.present(strings.ToLower(s))
 			}
-			if !slices.ContainsFunc(r.keywords, func(k string) bool { return strings.Contains(lower, k) }) {
+			if !slices.ContainsFunc(r.kwIDs, func(id int) bool { return present[id] }) {
 				continue
 			}
 		}
