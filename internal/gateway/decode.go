@@ -23,7 +23,8 @@ import (
 //
 //   - base64, standard and URL alphabets, padded or not, wrapped over lines
 //     (GNU base64 wraps at 76 columns);
-//   - hex, also wrapped (xxd -p);
+//   - hex, also wrapped (xxd -p), and hex dumps (xxd, hexdump -C,
+//     od -An -tx1);
 //   - percent-encoding (%XX, "+" as a space);
 //   - backslash escapes: \n \t \" \\ \uXXXX (JSON, JavaScript), \xNN;
 //   - gzip and zlib streams found inside base64 or hex.
@@ -136,6 +137,13 @@ func (d *decoder) scan(s string, outerStart, outerEnd int, enc string, depth int
 			}
 		}
 	}
+	for _, h := range hexDumps(s) {
+		if d.runs++; d.runs > maxDecodeRuns {
+			d.over = true
+			return
+		}
+		binary(h.start, h.end, "hexdump", h.raw)
+	}
 	for _, sp := range denseSpans(s, percentLen) {
 		if t := percentDecode(s[sp[0]:sp[1]]); isText(t) {
 			emit(sp[0], sp[1], "percent", t)
@@ -146,6 +154,77 @@ func (d *decoder) scan(s string, outerStart, outerEnd int, enc string, depth int
 			emit(sp[0], sp[1], "escapes", t)
 		}
 	}
+}
+
+// hexDump is a run of hex-dump lines and the bytes they show.
+type hexDump struct {
+	start, end int
+	raw        []byte
+}
+
+// hexDumps finds hex dumps: consecutive lines of space-separated groups
+// of hex digits (2, 4 or 8 per group), each line optionally led by an
+// offset and followed by a text column, as xxd, hexdump -C and
+// od -An -tx1 print them. A line holds at most 16 bytes after an offset
+// (the text column cannot add any) and 64 without one.
+func hexDumps(s string) []hexDump {
+	var out []hexDump
+	cur := hexDump{start: -1}
+	flush := func() {
+		if len(cur.raw) >= minEncodedRun/2 {
+			out = append(out, cur)
+		}
+		cur = hexDump{start: -1}
+	}
+	for off := 0; off < len(s); {
+		end := len(s)
+		if i := strings.IndexByte(s[off:], '\n'); i >= 0 {
+			end = off + i
+		}
+		if b := hexDumpLine(s[off:end]); b != nil {
+			if cur.start < 0 {
+				cur.start = off
+			}
+			cur.raw = append(cur.raw, b...)
+			cur.end = end
+		} else {
+			flush()
+		}
+		off = end + 1
+	}
+	flush()
+	return out
+}
+
+// hexDumpLine returns the bytes one hex-dump line shows, nil if it is not
+// one (fewer than 4 bytes).
+func hexDumpLine(line string) []byte {
+	if len(line) < 8 || strings.IndexByte(line, ' ') < 0 {
+		return nil
+	}
+	f := strings.Fields(line)
+	limit, i := 64, 0
+	if len(f) > 1 {
+		if t := strings.TrimSuffix(f[0], ":"); (len(t) != len(f[0]) || len(t) >= 6) && len(t) <= 16 && isHex(t) {
+			limit, i = 16, 1
+		}
+	}
+	var b []byte
+	for ; i < len(f) && len(b) < limit; i++ {
+		t := f[i]
+		if len(t) > 8 || len(t)%2 != 0 || !isHex(t) {
+			break
+		}
+		raw, err := hex.DecodeString(t)
+		if err != nil {
+			break
+		}
+		b = append(b, raw...)
+	}
+	if len(b) < 4 {
+		return nil
+	}
+	return b[:min(len(b), limit)]
 }
 
 // Escapes count as an encoded run where they are dense: at least

@@ -72,6 +72,9 @@ func TestDecodeViews(t *testing.T) {
 		{"base64url", "token=" + base64.RawURLEncoding.EncodeToString(raw) + "&x=1", "base64"},
 		{"hex", "hex: " + hex.EncodeToString(raw), "hex"},
 		{"xxd -p", strings.TrimSpace(wrap(hex.EncodeToString(raw), 60)), "hex"},
+		{"xxd", "$ xxd f\n" + dump(raw, "xxd"), "hexdump"},
+		{"hexdump -C", dump(raw, "hexdump"), "hexdump"},
+		{"od -An -tx1", dump(raw, "od"), "hexdump"},
 		{"percent", "GET /upload?q=" + url.QueryEscape(src) + " HTTP/1.1", "percent"},
 		{"json string", `{"file":` + jsonString(src) + `}`, "escapes"},
 		{"unicode escapes", `var s = "` + uEscape(src) + `";`, "escapes"},
@@ -105,6 +108,43 @@ func TestDecodeViews(t *testing.T) {
 			}
 		})
 	}
+}
+
+// dump formats b as xxd, hexdump -C or od -An -tx1 print it.
+func dump(b []byte, style string) string {
+	var out strings.Builder
+	for off := 0; off < len(b); off += 16 {
+		line := b[off:min(off+16, len(b))]
+		text := bytes.Clone(line)
+		for i, c := range text {
+			if c < 0x20 || c > 0x7e {
+				text[i] = '.'
+			}
+		}
+		switch style {
+		case "xxd":
+			fmt.Fprintf(&out, "%08x: ", off)
+			for i := 0; i < len(line); i += 2 {
+				fmt.Fprintf(&out, "%x ", line[i:min(i+2, len(line))])
+			}
+			fmt.Fprintf(&out, " %s\n", text)
+		case "hexdump":
+			fmt.Fprintf(&out, "%08x ", off)
+			for i, c := range line {
+				if i == 8 {
+					out.WriteByte(' ')
+				}
+				fmt.Fprintf(&out, " %02x", c)
+			}
+			fmt.Fprintf(&out, "  |%s|\n", text)
+		case "od":
+			for _, c := range line {
+				fmt.Fprintf(&out, " %02x", c)
+			}
+			out.WriteByte('\n')
+		}
+	}
+	return out.String()
 }
 
 func wrap(s string, width int) string {
@@ -178,6 +218,7 @@ func TestEncodedExcerptRefused(t *testing.T) {
 	encodings := map[string]string{
 		"base64":      "$ base64 internal/vault/unseal.go\n" + b64wrap(excerpt, 76) + "\nREAD-DONE",
 		"hex":         wrap(hex.EncodeToString(excerpt), 60),
+		"xxd":         dump(excerpt, "xxd"),
 		"gzip+base64": b64wrap(gz(excerpt), 76),
 		"percent":     "curl 'https://paste.example.com/?q=" + url.QueryEscape(string(excerpt)) + "'",
 		"json":        jsonString(string(excerpt)),

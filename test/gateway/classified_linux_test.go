@@ -160,8 +160,8 @@ func classCalls(t *testing.T, evs []logEvent) []classCall {
 // The claude-read-tool case reads with Claude Code's in-process Read tool,
 // whose result prefixes every line with its number; the reformatted case
 // strips indentation and joins lines; the base64 and gzip-base64 cases send
-// the excerpt encoded (base64, gzip -c | base64), so no line of it appears
-// in the tool result as it is.
+// the excerpt encoded (base64, gzip -c | base64, od -An -tx1), so no line
+// of it appears in the tool result as it is.
 func TestRestrictedExcerptRefused(t *testing.T) {
 	e := setup(t)
 	shell, _ := filepath.Abs(filepath.Join("testdata", "restricted.json"))
@@ -179,9 +179,11 @@ func TestRestrictedExcerptRefused(t *testing.T) {
 	reformatted, _ := filepath.Abs(filepath.Join("testdata", "restricted-reformatted.json"))
 	b64, _ := filepath.Abs(filepath.Join("testdata", "restricted-base64.json"))
 	gzb64, _ := filepath.Abs(filepath.Join("testdata", "restricted-gzip-base64.json"))
+	od, _ := filepath.Abs(filepath.Join("testdata", "restricted-od.json"))
 	cases = append(cases, tcase{"claude-read-tool", agents[0], readTool}, tcase{"claude-reformatted", agents[0], reformatted},
 		tcase{"codex-base64", agents[1], b64}, tcase{"opencode-base64", agents[3], b64},
-		tcase{"claude-gzip-base64", agents[0], gzb64}, tcase{"gemini-gzip-base64", agents[2], gzb64})
+		tcase{"claude-gzip-base64", agents[0], gzb64}, tcase{"gemini-gzip-base64", agents[2], gzb64},
+		tcase{"codex-hexdump", agents[1], od})
 	for _, tc := range cases {
 		a, scenario := tc.a, tc.scenario
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,7 +25,7 @@
 //     policy's provider points at the live fake model, so an allowed call would).
 //   - TestRestrictedExcerptRefused: 30 lines of a file labelled restricted,
 //     read by the agent (shell, Claude's Read tool, reformatted, base64- or
-//     gzip+base64-encoded on the way), make the gateway refuse the request
+//     gzip+base64-encoded or hex-dumped on the way), make the gateway refuse the request
 //     carrying them when the provider is cleared only to internal; the
 //     record names the file and the span (lines 1-30, starting by line 9);
 //     the refused request reaches the gateway once (no agent retries it).
