@@ -202,6 +202,13 @@ func hexDumpLine(line string) []byte {
 	if len(line) < 8 || strings.IndexByte(line, ' ') < 0 {
 		return nil
 	}
+	// Cheap test first: the first word is hex (an offset or a byte group),
+	// or the line is not a dump. Most prompt lines fail here.
+	t := strings.TrimLeft(line, " \t")
+	w, _, _ := strings.Cut(t, " ")
+	if w == "" || !isHex(strings.TrimSuffix(w, ":")) {
+		return nil
+	}
 	f := strings.Fields(line)
 	limit, i := 64, 0
 	if len(f) > 1 {
