@@ -243,7 +243,7 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 			return nil, &LayerError{Layer: LayerCgroups, Reason: "cannot move the sandbox into its cgroup", Err: err}
 		}
 	}
-	if err := json.NewEncoder(cfgW).Encode(&ic); err != nil {
+	if _, err := cfgW.Write(marshalInit(&ic)); err != nil {
 		return nil, fmt.Errorf("send config to sandbox init: %w", err)
 	}
 	cfgW.Close()

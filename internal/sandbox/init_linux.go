@@ -10,7 +10,6 @@ package sandbox
 // from a thread that dropped all of that first (exec_linux.go).
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -46,12 +45,16 @@ func runInit() int {
 		sendCtl(fdCtl, ctlMsg{Kind: "error", Layer: layer, Msg: err.Error()})
 		return 125
 	}
-	var cfg initConfig
-	err := json.NewDecoder(io.LimitReader(os.NewFile(fdConfig, "config"), 16<<20)).Decode(&cfg)
+	raw, err := io.ReadAll(io.LimitReader(os.NewFile(fdConfig, "config"), 16<<20))
 	unix.Close(fdConfig)
 	if err != nil {
 		return fail("", fmt.Errorf("read init config: %w", err))
 	}
+	pcfg, err := unmarshalInit(raw)
+	if err != nil {
+		return fail("", fmt.Errorf("read init config: %w", err))
+	}
+	cfg := *pcfg
 	// Descriptors leaked by the host's process (anything it opened without
 	// O_CLOEXEC) arrive here; none may reach the agent, nor stay open here.
 	closeLeaked(fdTrees + countTrees(cfg.Mounts))

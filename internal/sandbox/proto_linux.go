@@ -3,7 +3,6 @@
 package sandbox
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -79,10 +78,7 @@ type ctlMsg struct {
 }
 
 func sendCtl(fd int, m ctlMsg, fds ...int) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
+	b := marshalCtl(m)
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
@@ -120,9 +116,9 @@ func recvCtl(fd int, maxFDs int) (m ctlMsg, fds []int, ok bool, err error) {
 	if n == 0 && oobn == 0 {
 		return m, nil, false, nil
 	}
-	if err := json.Unmarshal(buf[:n], &m); err != nil {
+	if m, err = unmarshalCtl(buf[:n]); err != nil {
 		closeAll(fds)
-		return m, nil, false, fmt.Errorf("decode sandbox control message: %w", err)
+		return m, nil, false, err
 	}
 	return m, fds, true, nil
 }
