@@ -238,15 +238,27 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 	s.ioWG.Add(1)
 	go s.relayLog(logR)
 
-	if s.cg != nil {
-		if err := s.cg.add(cmd.Process.Pid); err != nil {
-			return nil, &LayerError{Layer: LayerCgroups, Reason: "cannot move the sandbox into its cgroup", Err: err}
-		}
-	}
+	ic.WaitCgroup = s.cg != nil
 	if _, err := cfgW.Write(marshalInit(&ic)); err != nil {
 		return nil, fmt.Errorf("send config to sandbox init: %w", err)
 	}
 	cfgW.Close()
+	// Moving a task into a cgroup v1 waits for an RCU grace period
+	// (about 5 ms here): it runs while the init builds the view, and the
+	// init starts the agent only once told it has joined.
+	var cgErr chan error
+	if s.cg != nil {
+		cgErr = make(chan error, 1)
+		go func() {
+			err := s.cg.add(cmd.Process.Pid)
+			if err == nil {
+				err = sendCtl(ctlHost, ctlMsg{Kind: "cgroup"})
+			} else {
+				s.kill(err) // the init never starts the agent
+			}
+			cgErr <- err
+		}()
+	}
 
 	// Kill the sandbox if ctx ends, during Start and after.
 	s.stopCtx = context.AfterFunc(ctx, func() { s.kill(ctx.Err()) })
@@ -263,8 +275,14 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 			s.pty.Close()
 		}
 	})
-	if err := s.handshake(ctlHost); err != nil {
-		return nil, err
+	herr := s.handshake(ctlHost)
+	if cgErr != nil {
+		if err := <-cgErr; err != nil {
+			return nil, &LayerError{Layer: LayerCgroups, Reason: "cannot move the sandbox into its cgroup", Err: err}
+		}
+	}
+	if herr != nil {
+		return nil, herr
 	}
 	unix.Close(ctlHost)
 

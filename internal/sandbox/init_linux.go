@@ -106,6 +106,18 @@ func runInit() int {
 		slave = sl
 	}
 
+	if cfg.WaitCgroup {
+		// The agent inherits the init's cgroups: it may start only once
+		// the host has put the init in them.
+		m, fds, ok, err := recvCtl(fdCtl, 1)
+		closeAll(fds)
+		switch {
+		case err != nil:
+			return fail(LayerCgroups, err)
+		case !ok || m.Kind != "cgroup":
+			return fail(LayerCgroups, fmt.Errorf("the host did not confirm the sandbox's cgroups (got %q)", m.Kind))
+		}
+	}
 	stdio := []uintptr{0, 1, 2}
 	if slave >= 0 {
 		stdio = []uintptr{uintptr(slave), uintptr(slave), uintptr(slave)}

@@ -48,6 +48,10 @@ type initConfig struct {
 	// allocates when Exec.TTY is set (0 means unknown); set before the
 	// agent starts, so its first look at the size is right.
 	Rows, Cols uint16
+	// WaitCgroup makes the init wait, before it starts the agent, for the
+	// host's "cgroup" message saying the init has joined its cgroups
+	// (which the agent then inherits).
+	WaitCgroup bool
 	Exec       execConfig
 }
 
@@ -71,7 +75,7 @@ type execConfig struct {
 
 // ctlMsg travels on fdCtl, one per datagram.
 type ctlMsg struct {
-	Kind   string // "listeners", "pty", "notify", "started", "error"
+	Kind   string // "listeners", "pty", "notify", "started", "error"; to the init: "cgroup"
 	Layer  string `json:",omitempty"` // for "error": a layer that is missing
 	Msg    string `json:",omitempty"`
 	Status Status `json:",omitempty"`

@@ -18,7 +18,7 @@ import (
 )
 
 // wireMagic starts every message: the format's version.
-const wireMagic = "enclave-sandbox/1\n"
+const wireMagic = "enclave-sandbox/2\n"
 
 var errWireShort = errors.New("message ends early")
 
@@ -264,6 +264,7 @@ func marshalInit(c *initConfig) []byte {
 	w.bool(c.NoExec)
 	w.uint(uint64(c.Rows))
 	w.uint(uint64(c.Cols))
+	w.bool(c.WaitCgroup)
 	w.exec(&c.Exec)
 	return w.b
 }
@@ -297,6 +298,7 @@ func unmarshalInit(b []byte) (*initConfig, error) {
 		r.fail(fmt.Errorf("window size %dx%d out of range", cols, rows))
 	}
 	c.Rows, c.Cols = uint16(rows), uint16(cols)
+	c.WaitCgroup = r.bool()
 	c.Exec = r.exec()
 	if err := r.end(); err != nil {
 		return nil, fmt.Errorf("decode sandbox configuration: %w", err)

@@ -16,7 +16,7 @@ func sampleInit() *initConfig {
 		},
 		Home: "/home/agent", TmpSize: 1 << 30, Hostname: "enclave",
 		Listeners: []ListenSpec{{Network: "tcp", Addr: "127.0.0.1:3128"}, {Network: "udp", Addr: "127.0.0.1:53"}},
-		NoExec:    true, Rows: 50, Cols: 200,
+		NoExec:    true, Rows: 50, Cols: 200, WaitCgroup: true,
 		Exec: execConfig{
 			Argv: []string{"claude", "--print", "héllo\x00world"}, Dir: "/workspace",
 			Env:       []string{"PATH=/usr/bin", "HOME=/home/agent"},
