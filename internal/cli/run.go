@@ -55,6 +55,7 @@ type runFlags struct {
 	verify, task, tier  onceString
 	quiet, trustPolicy  bool
 	noAutoMount         bool
+	checkpointEvery     time.Duration
 }
 
 func (f *runFlags) register(fs *flag.FlagSet) {
@@ -74,6 +75,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.quiet, "q", false, "print no session banner and summary")
 	fs.BoolVar(&f.noAutoMount, "no-agent-mount", false, "do not mount the agent's own install when it lives outside the sandbox's view")
 	fs.BoolVar(&f.trustPolicy, "trust-policy", false, "trust the repository's enclave.yaml as it is now (asked once per content)")
+	fs.DurationVar(&f.checkpointEvery, "checkpoint-every", session.DefaultCheckpointEvery, "record the workspace's tree this often while the agent works, pausing it briefly (for the gate's session churn; 0 never)")
 }
 
 func (e *Env) runCmd(ctx context.Context, args []string) error {
@@ -244,6 +246,7 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 		Environ: e.environ(), StateDir: st.dir, Store: st.store, Audit: st.log,
 		Mounts: mounts, Env: f.setEnv,
 		Stdin: stdin, Stdout: stdout, Stderr: stderr, TTY: tty, Signals: sigs,
+		CheckpointEvery: checkpointOption(f.checkpointEvery),
 		Started: func(s *store.Session, ws *workspace.Workspace) {
 			// The decision was recorded before the session existed; this
 			// puts it on the session's own record too.
@@ -570,4 +573,13 @@ func coveredBy(path string, lists ...[]string) bool {
 		}
 	}
 	return false
+}
+
+// checkpointOption maps the --checkpoint-every flag (0 never) to
+// session.Options.CheckpointEvery (negative never).
+func checkpointOption(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

@@ -99,6 +99,11 @@ type Options struct {
 	// Signals, if set, are forwarded to the agent while it runs (the
 	// caller subscribes with signal.Notify).
 	Signals <-chan os.Signal
+	// CheckpointEvery is how often the copy's tree is recorded while the
+	// agent works (the sandbox stopped for the moment git reads it), so
+	// the gate can see lines the agent wrote and rewrote: 0 means
+	// DefaultCheckpointEvery, a negative value never.
+	CheckpointEvery time.Duration
 
 	// Gateway says whether the session runs the model gateway; the zero
 	// value runs it when a provider is configured.
@@ -309,6 +314,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return fail(err)
 	}
 
+	if every := o.CheckpointEvery; every >= 0 {
+		if every == 0 {
+			every = DefaultCheckpointEvery
+		}
+		go checkpoints(ctx, ws, sb.Pid(), every, stopFwd, log)
+	}
 	if disk != nil {
 		d := disk.max
 		initPid := sb.Pid()

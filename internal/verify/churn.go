@@ -16,9 +16,11 @@ import (
 //
 //   - session churn: lines the agent added in one snapshot of the session
 //     and then rewrote or deleted in a later one. The session's snapshots
-//     are the commits on Head's first-parent chain after Base in the shadow
-//     repository; a session recorded as one snapshot has none to compare,
-//     and the report says how many it had.
+//     are the checkpoints enclave run took while the agent worked
+//     (refs/enclave/checkpoints, chained from Base) followed by the commits
+//     on Head's first-parent chain after Base in the shadow repository; a
+//     session recorded as one snapshot has none to compare, and the report
+//     says how many it had.
 //   - recent churn: lines of the base that the change deletes or rewrites
 //     and that were themselves last changed within ChurnWindow before the
 //     base commit (git blame on the base, through the history the shadow
@@ -27,6 +29,11 @@ import (
 //
 // Blame is bounded (maxBlameFiles files, blameBudget of wall time); when a
 // bound is hit the counts cover the files blamed and churn_partial is set.
+// checkpointRef is where enclave run records a session's checkpoints
+// (workspace.CheckpointRef; not imported, the gate does not depend on the
+// workspace package).
+const checkpointRef = "refs/enclave/checkpoints"
+
 const (
 	maxBlameFiles = 200
 	blameBudget   = 20 * time.Second
@@ -48,6 +55,14 @@ func sessionChurn(ctx context.Context, c *changeSet, m *Metrics) {
 		return
 	}
 	commits := strings.Fields(string(out))
+	// A session's repository also holds the checkpoints enclave run took
+	// while the agent worked (refs/enclave/checkpoints, chained from the
+	// base): they come before the final snapshot.
+	if cp, err := c.repo.output(ctx, "rev-parse", "-q", "--verify", checkpointRef+"^{commit}"); err == nil {
+		if chain, err := c.repo.output(ctx, "rev-list", "--first-parent", "--reverse", c.baseID+".."+strings.TrimSpace(string(cp))); err == nil {
+			commits = append(strings.Fields(string(chain)), commits...)
+		}
+	}
 	m.SessionSnapshots = len(commits)
 	if len(commits) < 2 {
 		return

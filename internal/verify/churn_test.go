@@ -120,3 +120,32 @@ func TestChurnBlameHardened(t *testing.T) {
 		t.Errorf("ChurnRecentLines = %d, partial %v; want 2, false", r.Metrics.ChurnRecentLines, r.Metrics.ChurnPartial)
 	}
 }
+
+// Session churn from enclave run's checkpoints: the final snapshot's
+// parent is the base, and the checkpoints taken while the agent worked
+// hang off refs/enclave/checkpoints. Lines the first checkpoint added and
+// the second rewrote count.
+func TestSessionChurnFromCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	gitT(t, dir, "init", "-q", "-b", "main")
+	now := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	writeFiles(t, dir, map[string]string{"go.mod": goMod})
+	base := commitAt(t, dir, now.Add(-time.Hour), "base")
+	writeFiles(t, dir, map[string]string{"b.txt": numbered("agent", 1, 5)})
+	cp1 := commitAt(t, dir, now, "checkpoint 1")
+	final := strings.Replace(numbered("agent", 1, 5), numbered("agent", 2, 4), numbered("again", 2, 4), 1)
+	writeFiles(t, dir, map[string]string{"b.txt": final})
+	cp2 := commitAt(t, dir, now.Add(time.Minute), "checkpoint 2")
+	gitT(t, dir, "update-ref", checkpointRef, cp2)
+	tree := gitT(t, dir, "rev-parse", cp2+"^{tree}")
+	head := gitT(t, dir, "commit-tree", tree, "-p", base, "-m", "final snapshot")
+	_ = cp1
+
+	r, err := Run(context.Background(), Options{GitDir: filepath.Join(dir, ".git"), Base: base, Head: head, Config: offline(), Sandbox: quietVet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := r.Metrics; m.SessionSnapshots != 3 || m.ChurnSessionLines != 3 {
+		t.Errorf("SessionSnapshots, ChurnSessionLines = %d, %d; want 3, 3", m.SessionSnapshots, m.ChurnSessionLines)
+	}
+}

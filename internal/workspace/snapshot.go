@@ -119,6 +119,40 @@ func (w *Workspace) Snapshot(ctx context.Context) (*Change, error) {
 	return c, nil
 }
 
+// CheckpointRef is the shadow repository's ref for the session's
+// checkpoints: the copy's tree taken while the agent ran, each commit's
+// parent the previous checkpoint (the first's, Base). The gate reads the
+// chain to see lines the agent wrote and then rewrote (session churn).
+const CheckpointRef = "refs/enclave/checkpoints"
+
+// Checkpoint records the copy's current tree as the next commit of the
+// checkpoint chain, unless the tree is the last checkpoint's (or Base's),
+// and returns the chain's head. The copy must not change while it is read:
+// the caller stops every process of the sandbox around the call. The
+// branch and the stored change are left alone (Snapshot makes those).
+func (w *Workspace) Checkpoint(ctx context.Context) (string, error) {
+	sh := w.shadow()
+	parent := w.Base
+	if out, err := sh.git(ctx, "rev-parse", "-q", "--verify", CheckpointRef+"^{commit}"); err == nil {
+		parent = strings.TrimSpace(string(out))
+	}
+	tree, _, err := w.stage(ctx)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
+	}
+	if out, err := sh.git(ctx, "rev-parse", parent+"^{tree}"); err == nil && strings.TrimSpace(string(out)) == tree {
+		return parent, nil
+	}
+	id, err := w.commitTree(ctx, tree, parent, "enclave: checkpoint of session "+w.Session+"\n\nThe copy's tree while the agent ran.\n")
+	if err != nil {
+		return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
+	}
+	if err := sh.updateRefs(ctx, map[string]string{CheckpointRef: id}); err != nil {
+		return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
+	}
+	return id, nil
+}
+
 // LastChange returns the change stored by the last Snapshot.
 func (w *Workspace) LastChange() (*Change, error) {
 	data, err := os.ReadFile(filepath.Join(w.Dir, changeName))

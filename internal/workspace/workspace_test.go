@@ -569,3 +569,45 @@ func TestRootAgentAsOtherUID(t *testing.T) {
 		t.Errorf("Warnings = %q, want one naming %s", w2.Warnings, base)
 	}
 }
+
+// Checkpoints chain from Base, skip an unchanged tree, and leave the
+// branch and the final snapshot alone.
+func TestCheckpointChain(t *testing.T) {
+	repo := newRepo(t, map[string]string{"a.txt": "one\n"})
+	w := prepare(t, repo)
+	c1, err := w.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c1 != w.Base {
+		t.Fatalf("first checkpoint of an unchanged copy = %s, want Base %s", c1, w.Base)
+	}
+	os.WriteFile(filepath.Join(w.Copy, "a.txt"), []byte("two\n"), 0o644)
+	c2, err := w.Checkpoint(context.Background())
+	if err != nil || c2 == w.Base {
+		t.Fatalf("Checkpoint after a change = %s, %v", c2, err)
+	}
+	os.WriteFile(filepath.Join(w.Copy, "a.txt"), []byte("three\n"), 0o644)
+	c3, err := w.Checkpoint(context.Background())
+	if err != nil || c3 == c2 {
+		t.Fatalf("Checkpoint after a second change = %s, %v", c3, err)
+	}
+	sh := w.shadow()
+	if p := strings.TrimSpace(string(must(sh.git(context.Background(), "rev-parse", c3+"^")))); p != c2 {
+		t.Errorf("parent of the third checkpoint = %s, want the second %s", p, c2)
+	}
+	ch, err := w.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := strings.TrimSpace(string(must(sh.git(context.Background(), "rev-parse", ch.Head+"^")))); p != w.Base {
+		t.Errorf("the final snapshot's parent = %s, want Base", p)
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
