@@ -573,6 +573,7 @@ func TestRootAgentAsOtherUID(t *testing.T) {
 // Checkpoints chain from Base, skip an unchanged tree, and leave the
 // branch and the final snapshot alone.
 func TestCheckpointChain(t *testing.T) {
+	testEnv(t)
 	repo := newRepo(t, map[string]string{"a.txt": "one\n"})
 	w := prepare(t, repo)
 	c1, err := w.Checkpoint(context.Background())
