@@ -23,9 +23,13 @@ const DefaultCheckpointEvery = 2 * time.Minute
 // and no link can be swapped mid-read, then continued. A checkpoint that
 // cannot freeze the sandbox in time is skipped; it never changes what the
 // agent does except for the pause.
-func checkpoints(ctx context.Context, ws *workspace.Workspace, initPid int, every time.Duration, stop <-chan struct{}, log *slog.Logger) {
+//
+// Each new checkpoint is recorded (through record) with its commit and how
+// long the agent was paused.
+func checkpoints(ctx context.Context, ws *workspace.Workspace, initPid int, every time.Duration, stop <-chan struct{}, log *slog.Logger, record func(commit string, paused time.Duration)) {
 	t := time.NewTicker(every)
 	defer t.Stop()
+	last := ws.Base
 	for {
 		select {
 		case <-ctx.Done():
@@ -43,11 +47,16 @@ func checkpoints(ctx context.Context, ws *workspace.Workspace, initPid int, ever
 		start := time.Now()
 		id, err := ws.Checkpoint(ctx)
 		thaw(stopped)
+		paused := time.Since(start)
 		if err != nil {
 			log.Warn("checkpoint", "err", err)
 			continue
 		}
-		log.Info("checkpoint", "commit", id, "paused", time.Since(start))
+		log.Info("checkpoint", "commit", id, "paused", paused)
+		if id != last {
+			record(id, paused)
+			last = id
+		}
 	}
 }
 

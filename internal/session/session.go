@@ -318,7 +318,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if every == 0 {
 			every = DefaultCheckpointEvery
 		}
-		go checkpoints(ctx, ws, sb.Pid(), every, stopFwd, log)
+		go checkpoints(ctx, ws, sb.Pid(), every, stopFwd, log, func(commit string, paused time.Duration) {
+			_ = rec.append(ctx, "checkpoint", "", "enclave", map[string]any{
+				"commit": commit, "paused_ms": paused.Milliseconds(),
+			})
+		})
 	}
 	if disk != nil {
 		d := disk.max
