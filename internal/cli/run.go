@@ -455,15 +455,8 @@ func (e *Env) trustRepoPolicy(stateDir string, pol *policy.Policy, prof *policy.
 	if len(grants) == 0 {
 		return nil
 	}
-	path := filepath.Join(stateDir, "trusted-policies")
-	data, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if ok, err := trusted(stateDir, pol.Hash); ok || err != nil {
 		return err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if h, _, _ := strings.Cut(line, " "); h == pol.Hash {
-			return nil
-		}
 	}
 	if !accept {
 		var b strings.Builder
@@ -473,12 +466,7 @@ func (e *Env) trustRepoPolicy(stateDir string, pol *policy.Policy, prof *policy.
 		}
 		return withHint(errors.New(b.String()), "read it, then run again with --trust-policy to trust this exact content (any edit asks again)")
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(f, "%s %s\n", pol.Hash, pol.Source)
-	if err := f.Close(); err != nil {
+	if err := trust(stateDir, pol.Hash, pol.Source); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.Stderr, "enclave: trusted %s (sha256 %s)\n", pol.Source, clip(pol.Hash, 12))
@@ -507,31 +495,44 @@ func (e *Env) trustRepoGovernance(stateDir, top string, accept bool) error {
 		return nil
 	}
 	sum := "governance:" + hex.EncodeToString(h.Sum(nil))
-	path := filepath.Join(stateDir, "trusted-policies")
-	data, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if ok, err := trusted(stateDir, sum); ok || err != nil {
 		return err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if h, _, _ := strings.Cut(line, " "); h == sum {
-			return nil
-		}
 	}
 	files := strings.Join(present, " and ")
 	if !accept {
 		return withHint(fmt.Errorf("%s in %s decide who may approve and merge agents' changes (sha256 %s) and have not been trusted as they are", files, top, clip(strings.TrimPrefix(sum, "governance:"), 12)),
 			"read them, then run again with --trust-policy to trust this exact content (any edit asks again)")
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(f, "%s %s\n", sum, top)
-	if err := f.Close(); err != nil {
+	if err := trust(stateDir, sum, top); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.Stderr, "enclave: trusted %s in %s (sha256 %s)\n", files, top, clip(strings.TrimPrefix(sum, "governance:"), 12))
 	return nil
+}
+
+// trusted reports whether the state directory's trusted-policies file
+// lists hash (one "HASH SOURCE" line per trusted content).
+func trusted(stateDir, hash string) (bool, error) {
+	data, err := os.ReadFile(filepath.Join(stateDir, "trusted-policies"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if h, _, _ := strings.Cut(line, " "); h == hash {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// trust adds hash, with where its content came from, to trusted-policies.
+func trust(stateDir, hash, source string) error {
+	f, err := os.OpenFile(filepath.Join(stateDir, "trusted-policies"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(f, "%s %s\n", hash, source)
+	return f.Close()
 }
 
 func realPath(p string) string {

@@ -221,10 +221,8 @@ func setRlimits(l Limits, memProcs bool) error {
 // dropCapabilities empties the bounding, ambient, inheritable, permitted
 // and effective sets of this thread (the one that will exec).
 func dropCapabilities() error {
-	last := 63
-	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
-		fmt.Sscan(strings.TrimSpace(string(b)), &last)
-	}
+	// Unknown numbers fail with EINVAL: with no answer from /proc, try all.
+	last := lastCap(63)
 	for c := 0; c <= last; c++ {
 		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
 			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)

@@ -657,15 +657,23 @@ func landlockPaths(specs []mountSpec, home string) (ro, rw []string) {
 // as ambient capabilities (of its own user namespace only) across its
 // exec as AgentUID.
 func allCaps() []uintptr {
-	last := 40 // CAP_CHECKPOINT_RESTORE, Linux 5.9
-	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n >= 0 && n < 64 {
-			last = n
-		}
-	}
-	caps := make([]uintptr, last+1)
+	caps := make([]uintptr, lastCap(40)+1) // 40: CAP_CHECKPOINT_RESTORE, Linux 5.9
 	for i := range caps {
 		caps[i] = uintptr(i)
 	}
 	return caps
+}
+
+// lastCap is the highest capability number this kernel knows, or fallback
+// when /proc does not say.
+func lastCap(fallback int) int {
+	b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap")
+	if err != nil {
+		return fallback
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n < 0 || n > 63 {
+		return fallback
+	}
+	return n
 }

@@ -31,17 +31,18 @@ import (
 // copy's root without following a symlink (a directory the agent swapped
 // for a link to your HOME is not entered, watched or measured).
 type diskWatch struct {
-	root  string
-	max   int64
-	fd    int            // inotify instance, -1 when only walking
-	dirs  map[int]string // watch descriptor → directory, relative to root
-	files map[string]int64
-	total int64  // bytes allocated to files now
-	base  int64  // bytes allocated when the watch started
-	walk  int64  // treeSize when the watch started, for the backstop
-	dev   uint64 // the copy's file system
-	warn  string
-	mu    sync.Mutex // total, files and dirs once run has started
+	root   string
+	rootfd int // O_PATH descriptor of root, -1 if it could not be opened
+	max    int64
+	fd     int            // inotify instance, -1 when only walking
+	dirs   map[int]string // watch descriptor → directory, relative to root
+	files  map[string]int64
+	total  int64  // bytes allocated to files now
+	base   int64  // bytes allocated when the watch started
+	walk   int64  // treeSize when the watch started (files and directories), for the backstop
+	dev    uint64 // the copy's file system
+	warn   string
+	mu     sync.Mutex // total, files and dirs once run has started
 	// deleted is signalled when a file of the copy is deleted: it may
 	// still be open, and grow where no event reports it.
 	deleted chan struct{}
@@ -69,7 +70,10 @@ const watchMask = unix.IN_MODIFY | unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_M
 // inotify is unavailable the watch still works, by walking alone, and
 // Warning says so.
 func newDiskWatch(root string, max int64) *diskWatch {
-	d := &diskWatch{root: root, max: max, fd: -1, deleted: make(chan struct{}, 1)}
+	d := &diskWatch{root: root, max: max, fd: -1, rootfd: -1, deleted: make(chan struct{}, 1)}
+	if fd, err := openRoot(root); err == nil {
+		d.rootfd = fd
+	}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
 	if err != nil {
 		d.warn = fmt.Sprintf("inotify unavailable (%v): limits.disk is checked every %s only", err, deletedInterval)
@@ -80,9 +84,11 @@ func newDiskWatch(root string, max int64) *diskWatch {
 	if unix.Stat(root, &st) == nil {
 		d.dev = st.Dev
 	}
-	d.walk = treeSize(root)
-	d.rescan()
+	// One walk gives both baselines: the files' bytes for the event
+	// count, and with the directories' the walk's for the backstop.
+	dirBytes := d.rescan()
 	d.base = d.total
+	d.walk = d.total + dirBytes
 	return d
 }
 
@@ -91,26 +97,28 @@ func (d *diskWatch) Warning() string { return d.warn }
 
 // rescan forgets everything and measures the copy again, re-adding
 // watches (inotify keeps one watch per inode, so re-adding is harmless).
-func (d *diskWatch) rescan() {
+// It returns the bytes of the directories themselves.
+func (d *diskWatch) rescan() int64 {
 	d.dirs = map[int]string{}
 	d.files = map[string]int64{}
 	d.total = 0
-	d.addTree("")
+	return d.addTree("")
 }
 
 // addTree watches dir (relative to root) and everything below it, and
 // counts its files. A file already counted is counted again at its
-// current size, never twice.
-func (d *diskWatch) addTree(rel string) {
-	fd, err := openBeneath(d.root, rel, unix.O_RDONLY|unix.O_DIRECTORY)
+// current size, never twice. It returns the bytes of the directories.
+func (d *diskWatch) addTree(rel string) (dirBytes int64) {
+	fd, err := openBeneath(d.rootfd, rel, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		return // gone, or not a directory reachable without a link
+		return 0 // gone, or not a directory reachable without a link
 	}
 	walkAt(fd, rel, func(r string, dirfd int, st *unix.Stat_t) {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			d.setSize(r, st.Blocks*512)
 			return
 		}
+		dirBytes += st.Blocks * 512
 		if d.fd < 0 {
 			return
 		}
@@ -123,12 +131,13 @@ func (d *diskWatch) addTree(rel string) {
 		}
 		d.dirs[wd] = r
 	})
+	return dirBytes
 }
 
 // setFile updates the count for one file from its current allocation.
 func (d *diskWatch) setFile(rel string) {
 	n := int64(0)
-	if fd, err := openBeneath(d.root, rel, unix.O_PATH|unix.O_NOFOLLOW); err == nil {
+	if fd, err := openBeneath(d.rootfd, rel, unix.O_PATH|unix.O_NOFOLLOW); err == nil {
 		var st unix.Stat_t
 		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			n = st.Blocks * 512
@@ -216,6 +225,9 @@ func (d *diskWatch) handle(buf []byte) {
 //
 // pids lists the sandbox's processes, for the open deleted files.
 func (d *diskWatch) run(ctx context.Context, stop <-chan struct{}, pids func() []int, over func(grown int64)) {
+	if d.rootfd >= 0 {
+		defer unix.Close(d.rootfd)
+	}
 	var once sync.Once
 	fired := make(chan struct{})
 	fire := func(g int64) {
@@ -261,7 +273,7 @@ func (d *diskWatch) run(ctx context.Context, stop <-chan struct{}, pids func() [
 		}
 		if time.Since(lastWalk) >= walkEvery {
 			// A fresh walk, whatever inotify said.
-			walked, lastWalk = treeSize(d.root), time.Now()
+			walked, lastWalk = sizeBelow(d.rootfd), time.Now()
 		}
 		// Growth no event and no walk sees, on top of the larger of
 		// the two counts.
@@ -374,19 +386,24 @@ func (d *diskWatch) readLoop(wake int, fire func(int64)) {
 	}
 }
 
-// openBeneath opens rel below root (rel "" is root itself) without
-// following any symlink on the way, the last component included unless
-// flags hold O_PATH|O_NOFOLLOW (then a link is opened as itself).
-func openBeneath(root, rel string, flags int) (int, error) {
-	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
+// openRoot opens dir to resolve paths beneath it (O_PATH, not through a
+// symlink).
+func openRoot(dir string) (int, error) {
+	return unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+}
+
+// openBeneath opens rel below the directory rootfd (rel "" is that
+// directory) without following any symlink on the way, the last component
+// included unless flags hold O_PATH|O_NOFOLLOW (then a link is opened as
+// itself).
+func openBeneath(rootfd int, rel string, flags int) (int, error) {
+	if rootfd < 0 {
+		return -1, unix.EBADF
 	}
-	defer unix.Close(rfd)
 	if rel == "" {
 		rel = "."
 	}
-	return unix.Openat2(rfd, rel, &unix.OpenHow{
+	return unix.Openat2(rootfd, rel, &unix.OpenHow{
 		Flags:   uint64(flags | unix.O_CLOEXEC),
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 	})
@@ -430,7 +447,17 @@ func walkAt(fd int, rel string, visit func(rel string, dirfd int, st *unix.Stat_
 // included), counted by blocks so sparse files count for what they hold
 // on disk, never following a symlink.
 func treeSize(dir string) int64 {
-	fd, err := openBeneath(dir, "", unix.O_RDONLY|unix.O_DIRECTORY)
+	rfd, err := openRoot(dir)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(rfd)
+	return sizeBelow(rfd)
+}
+
+// sizeBelow is treeSize of the directory rootfd.
+func sizeBelow(rootfd int) int64 {
+	fd, err := openBeneath(rootfd, "", unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return 0
 	}

@@ -132,15 +132,22 @@ const CheckpointRef = "refs/enclave/checkpoints"
 // branch and the stored change are left alone (Snapshot makes those).
 func (w *Workspace) Checkpoint(ctx context.Context) (string, error) {
 	sh := w.shadow()
-	parent := w.Base
-	if out, err := sh.git(ctx, "rev-parse", "-q", "--verify", CheckpointRef+"^{commit}"); err == nil {
-		parent = strings.TrimSpace(string(out))
+	// The chain's head and tree are kept from the last call: the agent is
+	// paused while this runs, so no git process is spent re-reading them.
+	parent, parentTree := w.cpHead, w.cpTree
+	if parent == "" {
+		parent = w.Base
+		out, err := sh.git(ctx, "rev-parse", parent+"^{tree}")
+		if err != nil {
+			return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
+		}
+		parentTree = strings.TrimSpace(string(out))
 	}
 	tree, _, err := w.stage(ctx)
 	if err != nil {
 		return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
 	}
-	if out, err := sh.git(ctx, "rev-parse", parent+"^{tree}"); err == nil && strings.TrimSpace(string(out)) == tree {
+	if tree == parentTree {
 		return parent, nil
 	}
 	id, err := w.commitTree(ctx, tree, parent, "enclave: checkpoint of session "+w.Session+"\n\nThe copy's tree while the agent ran.\n")
@@ -150,6 +157,7 @@ func (w *Workspace) Checkpoint(ctx context.Context) (string, error) {
 	if err := sh.updateRefs(ctx, map[string]string{CheckpointRef: id}); err != nil {
 		return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
 	}
+	w.cpHead, w.cpTree = id, tree
 	return id, nil
 }
 

@@ -182,7 +182,10 @@ type Workspace struct {
 	// checkout of UserHead (uncommitted changes copied, hidden paths
 	// removed).
 	overlaid bool
-	hidden   *matcher
+	// cpHead and cpTree are the checkpoint chain's head and its tree
+	// (set by Checkpoint in this process).
+	cpHead, cpTree string
+	hidden         *matcher
 }
 
 // validSessionChars reports whether id matches

@@ -18,24 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enclave-dev/enclave/internal/cli"
 	"github.com/enclave-dev/enclave/internal/enclavetest"
 	"github.com/enclave-dev/enclave/internal/sandbox"
 )
 
-// TestMain lets this test binary be enclave itself: the sandbox re-executes
-// /proc/self/exe for its init, and a copy of the binary
-// named "enclave" (see enclaveBin) runs the CLI. So the tests drive the same
-// code a user runs without needing a Go toolchain at test time.
-func TestMain(m *testing.M) {
-	if sandbox.MaybeRunInternal() {
-		return
-	}
-	if filepath.Base(os.Args[0]) == "enclave" {
-		os.Exit(cli.Main(context.Background(), os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
+// TestMain lets this test binary be enclave itself (see enclavetest.Main).
+func TestMain(m *testing.M) { enclavetest.Main(m) }
 
 // agent describes how one real client is run inside enclave.
 type agent struct {

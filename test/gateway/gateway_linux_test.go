@@ -19,23 +19,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enclave-dev/enclave/internal/cli"
 	"github.com/enclave-dev/enclave/internal/enclavetest"
-	"github.com/enclave-dev/enclave/internal/sandbox"
 	"github.com/enclave-dev/enclave/internal/session"
 )
 
-// TestMain lets this test binary be enclave: the sandbox re-executes
-// /proc/self/exe for its init, and a copy named "enclave" runs the CLI.
-func TestMain(m *testing.M) {
-	if sandbox.MaybeRunInternal() {
-		return
-	}
-	if filepath.Base(os.Args[0]) == "enclave" {
-		os.Exit(cli.Main(context.Background(), os.Args[1:]))
-	}
-	os.Exit(m.Run())
-}
+// TestMain lets this test binary be enclave itself (see enclavetest.Main).
+func TestMain(m *testing.M) { enclavetest.Main(m) }
 
 // rcInside is where the harness's npm cache (under /tmp, which the sandbox
 // builds itself) is mounted inside; testdata/rcmap.sh rewrites the agent's
