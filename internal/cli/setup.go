@@ -107,6 +107,11 @@ built-in defaults need is missing.`, "    enclave doctor")
 		diskStatus, diskDetail = "degraded", d
 	}
 	fmt.Fprintf(tw, "disk\t%s\t%s\n", diskStatus, diskDetail)
+	if c := sandbox.Init(); c.Path != "" {
+		fmt.Fprintf(tw, "init\tok\tsandboxes start with %s (same build as this binary)\n", c.Path)
+	} else {
+		fmt.Fprintf(tw, "init\tok\tsandboxes start with this binary, about 1 ms slower than with %s: %s\n", sandbox.InitName, c.Reason)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,6 +105,16 @@ func benchGatewayRole(t *testing.T) {
 	ready(t, "http://"+ln.Addr().String(), s.Token(), "http://"+ctl.Addr().String())
 	srv := s.Server()
 	go srv.Serve(ln)
+	if f := os.Getenv("ENCLAVE_BENCH_CPUPROFILE"); f != "" {
+		// Where the gateway's CPU goes under load (go tool pprof).
+		out, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pprof.StartCPUProfile(out)
+		defer out.Close()
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	<-ctx.Done()

@@ -185,10 +185,11 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 		}
 	}
 
-	exe := cfg.Exe
+	exe, release := cfg.Exe, func() {}
 	if exe == "" {
-		exe = "/proc/self/exe"
+		exe, release = initExe(fdTrees + len(trees))
 	}
+	defer release()
 	cmd := &exec.Cmd{
 		Path:   exe,
 		Args:   []string{"enclave", argInit},

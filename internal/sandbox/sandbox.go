@@ -1,7 +1,8 @@
 // Package sandbox runs one command in a least-privilege Linux sandbox.
 //
 // A sandbox is the host side, an init (this binary re-executed through a
-// hidden subcommand, see [MaybeRunInternal]) and the agent:
+// hidden subcommand, see [MaybeRunInternal], or the smaller enclave-init
+// from the same build, see [Init]) and the agent:
 //
 //   - the host side (the caller of [Start]) prepares inputs, writes limits
 //     into cgroups when it can, relays a pty, enforces the wall-time limit
@@ -163,9 +164,11 @@ type Config struct {
 	// Home is the inside path of a fresh tmpfs HOME; "" means /home/agent.
 	Home     string
 	Hostname string // "" means "enclave"
-	// Exe is the binary run as the sandbox's init ("" means this one,
-	// /proc/self/exe). It must be built from this package's source (its
-	// init dispatches the stage); benchmarks set it to the enclave binary.
+	// Exe is the binary run as the sandbox's init. "" means enclave-init
+	// beside this executable when it is provably the same build (see
+	// Init), else this binary (/proc/self/exe). It must be built from
+	// this package's source (its main calls MaybeRunInternal); tests and
+	// benchmarks set it.
 	Exe string
 	// ExecAllow, when non-empty, lists the only inside paths beneath which
 	// programs may be executed (Landlock execute right). The ELF
@@ -359,4 +362,18 @@ func (l Limits) tmpSize() int64 {
 		return 1 << 30
 	}
 	return l.TmpSize
+}
+
+// InitName is the file name of the small init binary (cmd/enclave-init)
+// that enclave looks for beside its own executable. It holds only this
+// package, so it starts in about 1.9 ms where the whole enclave binary,
+// with every package of the CLI to initialise, takes 3.1 ms; every
+// sandbox start pays that once.
+const InitName = "enclave-init"
+
+// InitChoice says which binary runs as the sandbox's init, and why.
+type InitChoice struct {
+	Path   string // the helper's path, or "" when this binary is used
+	Reason string // why the helper is not used ("" when it is)
+	file   *os.File
 }

@@ -37,3 +37,6 @@ func Probe() Report {
 	}
 	return r
 }
+
+// Init reports that no sandbox init runs on this platform.
+func Init() InitChoice { return InitChoice{Reason: ErrUnsupported.Error()} }
