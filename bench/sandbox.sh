@@ -7,16 +7,19 @@
 # The enclave side is the internal/sandbox test binary in its
 # "__sandbox-testrun" mode: a fresh Go process that starts a sandbox and
 # waits, as `enclave run -- true` does (user, mount, pid, net, ipc, uts and
-# cgroup namespaces, pivot_root view, nested user namespace, Landlock,
-# seccomp, no capabilities). bwrap gets the same namespaces, view and
-# capability drop; it applies no Landlock or seccomp filter here.
-# Runs alternate between the two so machine load affects both alike.
+# cgroup namespaces, pivot_root view, Landlock, seccomp, no capabilities),
+# with enclave-init as the sandbox's init, as an installed enclave uses
+# it. bwrap gets the same namespaces, view and capability drop; it applies
+# no Landlock or seccomp filter here. Runs alternate between the two so
+# machine load affects both alike.
 #
 # Two measures: (1) from a fresh process each time (this script's loop:
 # a Go test binary against the bwrap binary, so Go's start-up counts
 # against enclave), and (2) from a running process, as `enclave run`
 # starts its sandbox (BenchmarkStartVersusBubblewrap: Start+Wait against
-# exec of bwrap, both from one Go process).
+# exec of bwrap, both from one Go process), once with enclave-init as the
+# init and once with the whole enclave binary, which is the init when
+# enclave-init is not installed beside it.
 set -eu
 runs=${1:-50}
 cd "$(dirname "$0")/.."
@@ -25,8 +28,8 @@ trap 'rm -rf "$tmp"' EXIT
 # CGO_ENABLED=0 as the enclave binary should be built: a static binary
 # skips the dynamic loader in each of the sandbox's re-executed stages.
 CGO_ENABLED=0 go test -c -o "$tmp/sandbox.test" ./internal/sandbox
-CGO_ENABLED=0 go build -o "$tmp/enclave" ./cmd/enclave
-chmod 755 "$tmp" "$tmp/sandbox.test" "$tmp/enclave"
+CGO_ENABLED=0 go build -o "$tmp/" ./cmd/enclave ./cmd/enclave-init
+chmod 755 "$tmp" "$tmp/sandbox.test" "$tmp/enclave" "$tmp/enclave-init"
 ws="$tmp/ws"
 mkdir "$ws"
 if [ "$(id -u)" = 0 ]; then
@@ -42,7 +45,7 @@ done
 opt=""
 [ -d /opt ] && opt="--ro-bind /opt /opt"
 
-enclave() { "$tmp/sandbox.test" __sandbox-testrun "$ws" /bin/true; }
+enclave() { ENCLAVE_BENCH_EXE="$tmp/enclave-init" "$tmp/sandbox.test" __sandbox-testrun "$ws" /bin/true; }
 # shellcheck disable=SC2086
 bwrap_run() {
 	bwrap --unshare-all --die-with-parent --new-session --cap-drop ALL \
@@ -63,12 +66,18 @@ while [ $i -lt "$runs" ]; do
 done
 median() { sort -n "$1" | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2))}'; }
 e=$(median "$tmp/e"); b=$(median "$tmp/b")
+echo "from a fresh process each time, enclave-init as the init:"
 echo "runs:            $runs (as uid $(id -u), load $(cut -d' ' -f1 /proc/loadavg))"
 echo "enclave sandbox: median ${e} us"
 echo "bubblewrap:      median ${b} us"
 awk -v e="$e" -v b="$b" 'BEGIN { printf "ratio:           %.2fx (target <= 1.5x)\n", e / b }'
 echo
-echo "from a running process, the enclave binary as the init (BenchmarkStartVersusBubblewrap, $runs starts each):"
-ENCLAVE_BENCH_EXE="$tmp/enclave" "$tmp/sandbox.test" -test.run '^$' -test.bench StartVersusBubblewrap -test.benchtime "${runs}x" 2>&1 |
-	awk '/^BenchmarkStartVersus/ { for (i = 1; i <= NF; i++) { if ($i == "enclave-ms") e = $(i-1); if ($i == "bwrap-ms") b = $(i-1); if ($i == "ratio") r = $(i-1) } }
-		END { printf "enclave sandbox: median %s ms\nbubblewrap:      median %s ms\nratio:           %sx (target <= 1.5x)\n", e, b, r }'
+gobench() { # gobench INIT LABEL: BenchmarkStartVersusBubblewrap with INIT as the sandbox's init
+	echo
+	echo "from a running process, $2 as the init (BenchmarkStartVersusBubblewrap, $runs starts each):"
+	ENCLAVE_BENCH_EXE="$1" "$tmp/sandbox.test" -test.run '^$' -test.bench StartVersusBubblewrap -test.benchtime "${runs}x" 2>&1 |
+		awk '/^BenchmarkStartVersus/ { for (i = 1; i <= NF; i++) { if ($i == "enclave-ms") e = $(i-1); if ($i == "bwrap-ms") b = $(i-1); if ($i == "ratio") r = $(i-1) } }
+			END { printf "enclave sandbox: median %s ms\nbubblewrap:      median %s ms\nratio:           %sx (target <= 1.5x)\n", e, b, r }'
+}
+gobench "$tmp/enclave-init" "enclave-init (installed beside enclave)"
+gobench "$tmp/enclave" "the enclave binary (enclave-init not installed)"

@@ -65,10 +65,22 @@ type Sandbox struct {
 // (its first execve has been recorded if OnExec is set). Setup failures,
 // including a missing required layer ([*LayerError]), are returned here.
 // Cancelling ctx kills the sandbox.
-func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
+func Start(ctx context.Context, cfg *Config) (*Sandbox, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	helper := cfg.Exe == "" && useHelper()
+	s, err := start(ctx, cfg, helper)
+	if helper && errors.Is(err, errInitMismatch) {
+		// A stale enclave-init: never again in this process, and this
+		// sandbox starts with this binary, which is always right.
+		rejectHelper(err.Error())
+		s, err = start(ctx, cfg, false)
+	}
+	return s, err
+}
+
+func start(ctx context.Context, cfg *Config, helper bool) (_ *Sandbox, err error) {
 	s := &Sandbox{cfg: cfg, log: cfg.Logger, notifFD: -1, exited: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -81,6 +93,14 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 		}
 	}
 	s.status.HostUID, s.status.HostGID = uid, gid
+	// An init other than this very binary proves it runs this build's
+	// sandbox code; the host's sourceID (once per process) is taken
+	// while the init starts.
+	proveSource := helper || cfg.Exe != ""
+	srcID := make(chan [32]byte, 1)
+	if proveSource {
+		go func() { srcID <- hostSourceID() }()
+	}
 
 	var cleanups []func()
 	defer func() {
@@ -115,6 +135,17 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 		cleanups = append(cleanups, func() { closeFiles(trees) })
 	}
 
+	exe := cfg.Exe
+	switch {
+	case helper:
+		var release func()
+		if exe, release, err = helperExe(fdTrees + len(trees)); err != nil {
+			return nil, err
+		}
+		defer release()
+	case exe == "":
+		exe = selfExe
+	}
 	ic := initConfig{
 		Mounts:    specs,
 		Home:      cfg.home(),
@@ -185,11 +216,6 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 		}
 	}
 
-	exe, release := cfg.Exe, func() {}
-	if exe == "" {
-		exe, release = initExe(fdTrees + len(trees))
-	}
-	defer release()
 	cmd := &exec.Cmd{
 		Path:   exe,
 		Args:   []string{"enclave", argInit},
@@ -240,6 +266,9 @@ func Start(ctx context.Context, cfg *Config) (_ *Sandbox, err error) {
 	go s.relayLog(logR)
 
 	ic.WaitCgroup = s.cg != nil
+	if proveSource {
+		ic.Source = <-srcID
+	}
 	if _, err := cfgW.Write(marshalInit(&ic)); err != nil {
 		return nil, fmt.Errorf("send config to sandbox init: %w", err)
 	}
@@ -334,6 +363,9 @@ func (s *Sandbox) handshake(ctl int) error {
 			s.status.Landlock, s.status.LandlockScoped = st.Landlock, st.LandlockScoped
 			s.status.Seccomp, s.status.ExecRecord = st.Seccomp, st.ExecRecord
 			s.status.Degraded = append(s.status.Degraded, st.Degraded...)
+		case "mismatch":
+			closeAll(fds)
+			return fmt.Errorf("%w: %s", errInitMismatch, m.Msg)
 		case "error":
 			closeAll(fds)
 			if m.Layer != "" {

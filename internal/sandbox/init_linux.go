@@ -10,6 +10,7 @@ package sandbox
 // from a thread that dropped all of that first (exec_linux.go).
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,6 +39,11 @@ func runInit() int {
 			syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGCHLD)
 		close(subscribed)
 	}()
+	// The host may require this binary's sandbox source to be its own
+	// (a separately built enclave-init): hash it while the view is built,
+	// and compare before the agent starts.
+	ownSource := make(chan [32]byte, 1)
+	go func() { ownSource <- sourceID() }()
 	logf := os.NewFile(fdLog, "log")
 	log := slog.New(slog.NewJSONHandler(logf, nil)).With("stage", "init")
 	fail := func(layer string, err error) int {
@@ -51,9 +57,14 @@ func runInit() int {
 		return fail("", fmt.Errorf("read init config: %w", err))
 	}
 	pcfg, err := unmarshalInit(raw)
+	if errors.Is(err, errWireVersion) {
+		sendCtl(fdCtl, ctlMsg{Kind: "mismatch", Msg: "it speaks " + strings.TrimSpace(wireMagic) + ", another version of the host's protocol"})
+		return 125
+	}
 	if err != nil {
 		return fail("", fmt.Errorf("read init config: %w", err))
 	}
+
 	cfg := *pcfg
 	// Descriptors leaked by the host's process (anything it opened without
 	// O_CLOEXEC) arrive here; none may reach the agent, nor stay open here.
@@ -86,6 +97,10 @@ func runInit() int {
 		closeAll(fds)
 	}
 
+	if cfg.Source != ([32]byte{}) && cfg.Source != <-ownSource {
+		sendCtl(fdCtl, ctlMsg{Kind: "mismatch", Msg: "its sandbox source differs from the host's"})
+		return 125
+	}
 	// Subscribed (above) before the child exists so no SIGCHLD is missed.
 	<-subscribed
 

@@ -3,16 +3,61 @@
 package sandbox
 
 import (
+	"crypto/sha256"
 	"debug/buildinfo"
+	"embed"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
+
+// sources is this package's Go source, so that the host can prove a
+// separately built init runs the same sandbox code.
+//
+//go:embed *.go
+var sources embed.FS
+
+// sourceID is a SHA-256 over this package's Go files but its tests, names
+// and contents in name order (about 0.1 ms). Two binaries share it only if
+// built from the same sandbox source; dependencies and the toolchain are
+// compared from the helper's build information (sameBuild).
+func sourceID() [32]byte {
+	h := sha256.New()
+	files, _ := sources.ReadDir(".")
+	for _, f := range files {
+		if strings.HasSuffix(f.Name(), "_test.go") {
+			continue // embedded (no pattern leaves them out) but not the init's code
+		}
+		b, _ := sources.ReadFile(f.Name())
+		h.Write(binary.AppendUvarint(nil, uint64(len(f.Name()))))
+		h.Write([]byte(f.Name()))
+		h.Write(binary.AppendUvarint(nil, uint64(len(b))))
+		h.Write(b)
+	}
+	return [32]byte(h.Sum(nil))
+}
+
+var hostSourceID = sync.OnceValue(sourceID)
+
+// errInitMismatch is an init that is not from this build: its sandbox
+// source differs, or it speaks another version of the protocol.
+var errInitMismatch = errors.New("the sandbox init is from another build")
+
+// rejectHelper stops using the helper for the rest of this process.
+func rejectHelper(why string) {
+	helperRejected.Store(&why)
+}
+
+var helperRejected atomic.Pointer[string]
 
 var initChoice = sync.OnceValue(func() InitChoice {
 	self, err := os.Executable()
@@ -34,13 +79,16 @@ var initChoice = sync.OnceValue(func() InitChoice {
 func Init() InitChoice {
 	c := initChoice()
 	c.file = nil
+	if why := helperRejected.Load(); why != nil && c.Path != "" {
+		return InitChoice{Reason: *why}
+	}
 	return c
 }
 
-// chooseInit opens the helper at path and accepts it only if it is
-// provably the same build as mine. A stale helper would be an old init
-// applying old restrictions, so anything short of proof falls back to
-// this binary, which is always right, only slower to start.
+// chooseInit opens the helper at path and accepts it only if its build
+// information matches mine (sameBuild). A stale helper would be an old
+// init applying old restrictions, so anything short of a match falls
+// back to this binary, which is always right, only slower to start.
 func chooseInit(path string, mine *debug.BuildInfo) InitChoice {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
 	if err != nil {
@@ -78,12 +126,15 @@ func chooseInit(path string, mine *debug.BuildInfo) InitChoice {
 	return InitChoice{Path: path, file: f}
 }
 
-// sameBuild returns "" when theirs is provably built from the same source
-// as mine, else why not. Proof is the same module version, or the same
-// unmodified VCS revision, with the same toolchain and build settings.
+// sameBuild returns "" when theirs can be the init of mine, else why
+// not: the same toolchain, module version and build settings, and no
+// dependency mine does not have at the same version. The sandbox source
+// itself (which VCS stamps do not prove: a work tree may be modified, and
+// many builds have no stamps) is proven by the init at each start, which
+// compares its own sourceID with the host's before it does anything.
 func sameBuild(mine, theirs *debug.BuildInfo) string {
-	if theirs.Path != mine.Main.Path+"/cmd/"+InitName {
-		return fmt.Sprintf("is %s, not %s", theirs.Path, mine.Main.Path+"/cmd/"+InitName)
+	if want := mine.Main.Path + "/cmd/" + InitName; theirs.Path != want {
+		return fmt.Sprintf("is %s, not %s", theirs.Path, want)
 	}
 	if theirs.GoVersion != mine.GoVersion {
 		return fmt.Sprintf("built with %s, this binary with %s", theirs.GoVersion, mine.GoVersion)
@@ -92,24 +143,16 @@ func sameBuild(mine, theirs *debug.BuildInfo) string {
 		return fmt.Sprintf("module %s %s, this binary %s %s", theirs.Main.Path, theirs.Main.Version, mine.Main.Path, mine.Main.Version)
 	}
 	ms, ts := settings(mine), settings(theirs)
-	if len(ms) != len(ts) {
-		return "built with other settings"
-	}
 	for k, v := range ms {
 		if ts[k] != v {
 			return fmt.Sprintf("built with %s=%q, this binary with %q", k, ts[k], v)
 		}
 	}
-	released := mine.Main.Version != "" && mine.Main.Version != "(devel)"
-	if !released {
-		switch {
-		case ms["vcs.revision"] == "":
-			return "neither binary records a version or VCS revision to prove they match"
-		case ms["vcs.modified"] != "false":
-			return "built from a modified work tree, so the same revision does not prove the same source"
+	for k, v := range ts {
+		if _, ok := ms[k]; !ok {
+			return fmt.Sprintf("built with %s=%q, this binary without it", k, v)
 		}
 	}
-	// The helper's dependencies are a subset of mine, at the same versions.
 	have := make(map[string]string, len(mine.Deps))
 	for _, d := range mine.Deps {
 		have[d.Path] = d.Version + " " + d.Sum
@@ -122,30 +165,36 @@ func sameBuild(mine, theirs *debug.BuildInfo) string {
 	return ""
 }
 
+// settings are b's build settings but its VCS stamps.
 func settings(b *debug.BuildInfo) map[string]string {
 	m := make(map[string]string, len(b.Settings))
 	for _, s := range b.Settings {
-		m[s.Key] = s.Value
+		if s.Key != "vcs" && !strings.HasPrefix(s.Key, "vcs.") {
+			m[s.Key] = s.Value
+		}
 	}
 	return m
 }
 
-// initExe returns the path to exec as the sandbox's init when cfg.Exe is
-// empty, with n descriptors passed to the child (stdio and ExtraFiles),
-// and a function to call once the child has started. The helper is
-// executed through a descriptor opened and checked once (/proc/self/fd/N):
-// what runs is the file that was checked, and as root the unprivileged
-// init needs no search right on the directories above it. N is placed
-// above the descriptors os/exec shuffles while it sets the child's up
-// (it moves sources up from n, at most n+1 of them).
-func initExe(n int) (string, func()) {
-	c := initChoice()
-	if c.file == nil {
-		return "/proc/self/exe", func() {}
-	}
-	fd, err := unix.FcntlInt(c.file.Fd(), unix.F_DUPFD_CLOEXEC, 2*n+4)
+const selfExe = "/proc/self/exe"
+
+// useHelper reports whether sandboxes start with enclave-init.
+func useHelper() bool {
+	return initChoice().file != nil && helperRejected.Load() == nil
+}
+
+// helperExe returns the path to exec enclave-init by, for a child given n
+// descriptors (stdio and ExtraFiles), and a function to call once the
+// child has started. The helper is executed through the descriptor that
+// was opened and checked once (/proc/self/fd/N): what runs is the file
+// that was checked, and as root the unprivileged init needs no search
+// right on the directories above it. N is placed above the descriptors
+// os/exec shuffles while it sets the child's up (it moves sources up from
+// n, at most n+1 of them).
+func helperExe(n int) (string, func(), error) {
+	fd, err := unix.FcntlInt(initChoice().file.Fd(), unix.F_DUPFD_CLOEXEC, 2*n+4)
 	if err != nil {
-		return "/proc/self/exe", func() {}
+		return "", nil, fmt.Errorf("duplicate the %s descriptor: %w", InitName, err)
 	}
-	return fmt.Sprintf("/proc/self/fd/%d", fd), func() { unix.Close(fd) }
+	return fmt.Sprintf("/proc/self/fd/%d", fd), func() { unix.Close(fd) }, nil
 }

@@ -182,6 +182,8 @@ func testRun(ws string, argv []string) int {
 		Mounts: []Mount{{Source: ws, Target: "/work", Writable: true}},
 		Dir:    "/work",
 		Stdin:  os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		// bench/sandbox.sh: enclave-init, as a fresh enclave run uses it.
+		Exe: os.Getenv("ENCLAVE_BENCH_EXE"),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

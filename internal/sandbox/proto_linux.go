@@ -36,6 +36,10 @@ type mountSpec struct {
 
 // initConfig is what the host sends the init on fdConfig.
 type initConfig struct {
+	// Source is the identity of the host's sandbox code (sourceID), which
+	// the init must share before it starts anything; all zero when the
+	// init is the host's own binary re-executed.
+	Source    [32]byte
 	Mounts    []mountSpec
 	Home      string
 	TmpSize   int64

@@ -790,8 +790,9 @@ func BenchmarkStartVersusBubblewrap(b *testing.B) {
 		Env:    []string{"PATH=/usr/bin:/bin"},
 		Mounts: []Mount{{Source: ws, Target: "/work", Writable: true}},
 		Dir:    "/work",
-		// bench/sandbox.sh points this at the enclave binary, whose
-		// start-up (more packages to initialise) is what users pay.
+		// bench/sandbox.sh points this at enclave-init, and at the
+		// enclave binary (the init when enclave-init is not installed),
+		// whose start-up is what users pay.
 		Exe: os.Getenv("ENCLAVE_BENCH_EXE"),
 	}
 	args := []string{"--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",

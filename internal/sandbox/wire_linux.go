@@ -18,9 +18,12 @@ import (
 )
 
 // wireMagic starts every message: the format's version.
-const wireMagic = "enclave-sandbox/2\n"
+const wireMagic = "enclave-sandbox/3\n"
 
-var errWireShort = errors.New("message ends early")
+var (
+	errWireShort   = errors.New("message ends early")
+	errWireVersion = errors.New("not a sandbox message of this version")
+)
 
 type wireWriter struct{ b []byte }
 
@@ -51,7 +54,7 @@ type wireReader struct {
 func newWireReader(b []byte) *wireReader {
 	r := &wireReader{b: b}
 	if len(b) < len(wireMagic) || string(b[:len(wireMagic)]) != wireMagic {
-		r.err = errors.New("not a sandbox message of this version")
+		r.err = errWireVersion
 		return r
 	}
 	r.b = b[len(wireMagic):]
@@ -242,6 +245,7 @@ func (r *wireReader) exec() execConfig {
 // marshalInit encodes the init's configuration.
 func marshalInit(c *initConfig) []byte {
 	w := newWireWriter()
+	w.str(string(c.Source[:]))
 	w.uint(uint64(len(c.Mounts)))
 	for _, m := range c.Mounts {
 		w.str(m.Source)
@@ -273,6 +277,11 @@ func marshalInit(c *initConfig) []byte {
 func unmarshalInit(b []byte) (*initConfig, error) {
 	r := newWireReader(b)
 	c := &initConfig{}
+	if src := r.str(); len(src) == len(c.Source) {
+		copy(c.Source[:], src)
+	} else {
+		r.fail(fmt.Errorf("source identity of %d bytes, want %d", len(src), len(c.Source)))
+	}
 	if n := r.count(); n > 0 {
 		c.Mounts = make([]mountSpec, 0, n)
 		for i := 0; i < n && r.err == nil; i++ {

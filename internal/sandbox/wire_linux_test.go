@@ -8,6 +8,7 @@ import (
 
 func sampleInit() *initConfig {
 	return &initConfig{
+		Source: [32]byte{1, 2, 3, 31: 9},
 		Mounts: []mountSpec{
 			{Source: "/usr", Target: "/usr", Tree: 6},
 			{Target: "/bin", Symlink: "usr/bin", Tree: -1},
