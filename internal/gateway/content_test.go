@@ -273,3 +273,23 @@ func TestScanCacheKeepsRecords(t *testing.T) {
 		t.Errorf("decision records with the redaction = %d, want 2 (the cached scan must still be recorded)", n)
 	}
 }
+
+func TestHasUsageObject(t *testing.T) {
+	for _, tc := range []struct {
+		data string
+		want bool
+	}{
+		{`{"choices":[],"usage":null}`, false},
+		{`{"choices":[{"delta":{"content":"usage"}}]}`, false},
+		{`{"usage" : {"prompt_tokens":3}}`, true},
+		{`{"usage":null,"x":{"usage":{"output_tokens":1}}}`, true},
+		{`{"usageMetadata":{"promptTokenCount":1}}`, true},
+		{`{"usage":`, false},
+		{`"usage"`, false},
+		{`{"usageMetadataX":{}}`, false},
+	} {
+		if got := hasUsageObject([]byte(tc.data)); got != tc.want {
+			t.Errorf("hasUsageObject(%s) = %v, want %v", tc.data, got, tc.want)
+		}
+	}
+}

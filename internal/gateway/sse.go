@@ -111,8 +111,39 @@ type usage struct {
 	seen     bool
 }
 
+// hasUsageObject reports whether data may hold a usage object: a key
+// "usage" or "usageMetadata" whose value is an object. It may say yes
+// wrongly (the JSON decides); it never says no wrongly.
+func hasUsageObject(data []byte) bool {
+	for {
+		i := bytes.Index(data, markUsage)
+		if i < 0 {
+			return false
+		}
+		data = data[i+len(markUsage):]
+		data, _ = bytes.CutPrefix(data, []byte("Metadata"))
+		if len(data) == 0 || data[0] != '"' {
+			continue
+		}
+		j := 1
+		for j < len(data) && isJSONSpace(data[j]) {
+			j++
+		}
+		if j == len(data) || data[j] != ':' {
+			continue
+		}
+		for j++; j < len(data) && isJSONSpace(data[j]); j++ {
+		}
+		if j < len(data) && data[j] == '{' {
+			return true
+		}
+	}
+}
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
 var (
-	markUsage   = []byte("sage") // "usage", "usageMetadata"
+	markUsage   = []byte(`"usage`) // "usage", "usageMetadata"
 	markFinish  = []byte(`"finishReason"`)
 	markDone    = []byte("[DONE]")
 	markRespEnd = []byte(`"response.`)
@@ -139,8 +170,10 @@ func (u *usage) observe(fam Family, event, data []byte) {
 			u.terminal = true
 		}
 	}
-	// Parsing JSON is the costly part: only events that carry usage.
-	if !bytes.Contains(data, markUsage) {
+	// Parsing JSON is the costly part: only events that carry usage (an
+	// OpenAI stream asked to include usage sends "usage":null in every
+	// chunk but the last).
+	if !hasUsageObject(data) {
 		return
 	}
 	var v any
