@@ -74,7 +74,7 @@ func Start(ctx context.Context, cfg *Config) (*Sandbox, error) {
 	if helper && errors.Is(err, errInitMismatch) {
 		// A stale enclave-init: never again in this process, and this
 		// sandbox starts with this binary, which is always right.
-		rejectHelper(err.Error())
+		rejectHelper(initChoice().Path + ": " + err.Error())
 		s, err = start(ctx, cfg, false)
 	}
 	return s, err

@@ -90,7 +90,8 @@ func Init() InitChoice {
 // init applying old restrictions, so anything short of a match falls
 // back to this binary, which is always right, only slower to start.
 func chooseInit(path string, mine *debug.BuildInfo) InitChoice {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	// O_NONBLOCK: a FIFO planted there must not hang enclave.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if os.IsNotExist(err) {
 			return InitChoice{Reason: InitName + " is not installed beside this binary"}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // helperBinary is a real enclave-init of this source: $ENCLAVE_TEST_INIT
@@ -136,7 +138,7 @@ func TestStaleHelperInitFallsBack(t *testing.T) {
 		}
 	}
 	c := Init()
-	if c.Path != "" || !strings.Contains(c.Reason, "sandbox source differs") {
+	if c.Path != "" || !strings.Contains(c.Reason, "sandbox source differs") || !strings.HasPrefix(c.Reason, helper+": ") {
 		t.Errorf("Init() = %+v, want no helper and the source mismatch as the reason", c)
 	}
 }
@@ -165,11 +167,16 @@ func TestChooseInitRefuses(t *testing.T) {
 	self, _ := os.Executable()
 	link := filepath.Join(dir, "link")
 	os.Symlink(helper, link)
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, path, want string
 	}{
 		{"missing", filepath.Join(dir, "absent"), "not installed"},
 		{"directory", dir, "not a regular file"},
+		{"fifo", fifo, "not a regular file"},
 		{"symlink", link, "symbolic link"},
 		{"group writable", copyTo("gw", 0o775), "writable by group or others"},
 		{"another program", self, "is github.com/enclave-dev/enclave/internal/sandbox.test"},
