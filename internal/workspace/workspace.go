@@ -250,7 +250,7 @@ func Prepare(ctx context.Context, opts PrepareOptions) (*Workspace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare workspace: dir %q: %w", opts.Dir, err)
 	}
-	top, commonDir, err := gitTopLevel(ctx, src)
+	top, commonDir, head, err := gitTopLevel(ctx, src)
 	if err != nil {
 		return nil, fmt.Errorf("prepare workspace: %w", err)
 	}
@@ -288,7 +288,7 @@ func Prepare(ctx context.Context, opts PrepareOptions) (*Workspace, error) {
 	}
 	start := time.Now()
 	if top != "" {
-		err = w.prepareGit(ctx, src, top, commonDir)
+		err = w.prepareGit(ctx, src, top, commonDir, head)
 	} else {
 		err = w.preparePlain(ctx, src)
 	}
@@ -360,29 +360,43 @@ func within(p, root string) bool {
 // tree. Any other git failure (dubious ownership, a broken repository) is
 // an error: enclave does not silently treat a repository it cannot read as
 // a plain directory. One git process answers all three questions.
-func gitTopLevel(ctx context.Context, dir string) (top, commonDir string, err error) {
-	out, err := userGit(ctx, dir, "rev-parse", "--path-format=absolute", "--is-inside-work-tree", "--git-common-dir", "--show-toplevel")
+// gitTopLevel asks git, in one call, for the work tree's top level, its
+// common git directory and HEAD's commit ("" on an unborn branch).
+func gitTopLevel(ctx context.Context, dir string) (top, commonDir, head string, err error) {
+	args := []string{"rev-parse", "--path-format=absolute", "--is-inside-work-tree", "--git-common-dir", "--show-toplevel"}
+	out, err := userGit(ctx, dir, append(args, "HEAD^{commit}")...)
+	var ge *gitError
+	if errors.As(err, &ge) && !strings.Contains(ge.stderr, "not a git repository") && !strings.Contains(ge.stderr, "must be run in a work tree") {
+		// No commit yet (or a path that makes HEAD^{commit} ambiguous):
+		// ask again without it.
+		out, err = userGit(ctx, dir, args...)
+	}
 	if err != nil {
-		var ge *gitError
 		switch {
 		case errors.As(err, &ge) && strings.Contains(ge.stderr, "not a git repository"):
-			return "", "", nil
+			return "", "", "", nil
 		case errors.As(err, &ge) && strings.Contains(ge.stderr, "must be run in a work tree"):
-			return "", "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
+			return "", "", "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
 		}
-		return "", "", err
+		return "", "", "", err
 	}
 	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) == 4 {
+		head, lines = lines[3], lines[:3]
+		if !isHex40(head) {
+			return "", "", "", fmt.Errorf("git rev-parse in %s: unexpected commit %q", dir, head)
+		}
+	}
 	if len(lines) != 3 {
-		return "", "", fmt.Errorf("git rev-parse in %s: unexpected output %q", dir, out)
+		return "", "", "", fmt.Errorf("git rev-parse in %s: unexpected output %q", dir, out)
 	}
 	if lines[0] != "true" {
-		return "", "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
+		return "", "", "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
 	}
 	if top, err = filepath.EvalSymlinks(lines[2]); err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	return top, lines[1], nil
+	return top, lines[1], head, nil
 }
 
 func (w *Workspace) shadow() shadow {
@@ -391,7 +405,7 @@ func (w *Workspace) shadow() shadow {
 
 func (w *Workspace) copyGitDir() string { return filepath.Join(w.Copy, ".git") }
 
-func (w *Workspace) prepareGit(ctx context.Context, src, top, commonDir string) error {
+func (w *Workspace) prepareGit(ctx context.Context, src, top, commonDir, head string) error {
 	w.Git = true
 	w.Source = top
 	if within(w.Dir, top) || within(top, w.Dir) {
@@ -406,10 +420,7 @@ func (w *Workspace) prepareGit(ctx context.Context, src, top, commonDir string) 
 	if w.ReadOnlyPaths, err = alternatesChain(objects); err != nil {
 		return err
 	}
-	out, err := userGit(ctx, top, "rev-parse", "-q", "--verify", "HEAD^{commit}")
-	if err == nil {
-		w.UserHead = strings.TrimSpace(string(out))
-	}
+	w.UserHead = head
 
 	if _, err := userGit(ctx, top, "-c", "core.hooksPath=/dev/null", "clone", "--quiet", "--shared",
 		"--no-checkout", "--template=", "--", top, w.Copy); err != nil {

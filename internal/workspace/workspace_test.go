@@ -133,6 +133,17 @@ func TestPrepareUnbornHead(t *testing.T) {
 	}
 }
 
+func TestPrepareHeadNamedLikeAFile(t *testing.T) {
+	// A path spelled like the revision the one-call lookup asks for does
+	// not change its answer.
+	testEnv(t)
+	repo := newRepo(t, map[string]string{"HEAD^{commit}": "x\n"})
+	w := prepare(t, repo)
+	if head := tgit(t, repo, "rev-parse", "HEAD"); w.UserHead != strings.TrimSpace(head) {
+		t.Errorf("UserHead = %q, want %q", w.UserHead, head)
+	}
+}
+
 func TestPrepareSubdirSource(t *testing.T) {
 	testEnv(t)
 	repo := newRepo(t, map[string]string{"a/b/c.txt": "c\n", "top.txt": "t\n"})
