@@ -94,6 +94,30 @@ func FuzzHiddenMatch(f *testing.F) {
 	})
 }
 
+func TestParseRawThenNumstat(t *testing.T) {
+	// One diff-tree --raw --numstat -z: the raw records, then the numstat
+	// ones, with no separator. A path beginning with ':' or a digit stays
+	// a path.
+	z := "\x00"
+	in := ":100644 100644 " + strings.Repeat("a", 40) + " " + strings.Repeat("b", 40) + " M" + z + ":colon" + z +
+		":100644 100644 " + strings.Repeat("d", 40) + " " + strings.Repeat("e", 40) + " R085" + z + "1\t2\told" + z + "new" + z +
+		"3\t1\t:colon" + z + "1\t0\t" + z + "1\t2\told" + z + "new" + z
+	files, rest, err := parseRawPrefix([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) != 2 || files[0].Path != ":colon" || files[1].OldPath != "1\t2\told" || files[1].Path != "new" {
+		t.Fatalf("raw part = %+v", files)
+	}
+	stats, err := parseNumstat(rest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats[":colon"] != (numstat{Added: 3, Deleted: 1}) || stats["new"] != (numstat{Added: 1}) || len(stats) != 2 {
+		t.Errorf("numstat part = %+v", stats)
+	}
+}
+
 func TestParseRaw(t *testing.T) {
 	z := "\x00"
 	in := ":100644 100644 " + strings.Repeat("a", 40) + " " + strings.Repeat("b", 40) + " M" + z + "mod.txt" + z +

@@ -436,15 +436,13 @@ func gitignoreLiteral(rel string) (string, bool) {
 // load fills Files and the totals from the shadow repository.
 func (c *Change) load(ctx context.Context) error {
 	sh := shadow{gitDir: c.gitDir, home: c.home}
-	raw, err := sh.git(ctx, "diff-tree", "-r", "-z", "-M", "--no-abbrev", "--raw", "--no-ext-diff", "--no-textconv", c.Base, c.Head)
+	// One diff-tree prints both: every raw record (each starts with ':'),
+	// then every numstat record (each starts with a digit or '-').
+	out, err := sh.git(ctx, "diff-tree", "-r", "-z", "-M", "--no-abbrev", "--raw", "--numstat", "--no-ext-diff", "--no-textconv", c.Base, c.Head)
 	if err != nil {
 		return err
 	}
-	files, err := parseRaw(raw)
-	if err != nil {
-		return err
-	}
-	num, err := sh.git(ctx, "diff-tree", "-r", "-z", "-M", "--numstat", "--no-ext-diff", "--no-textconv", c.Base, c.Head)
+	files, num, err := parseRawPrefix(out)
 	if err != nil {
 		return err
 	}
@@ -471,19 +469,29 @@ func (c *Change) load(ctx context.Context) error {
 // ":<old mode> <new mode> <old sha> <new sha> <status>[score]\0<path>\0[<path2>\0]".
 // The paths are the agent's and may hold any byte but NUL.
 func parseRaw(b []byte) ([]FileChange, error) {
+	files, rest, err := parseRawPrefix(b)
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("diff-tree raw: malformed record %.40q", rest)
+	}
+	return files, err
+}
+
+// parseRawPrefix parses raw records from the start of b, up to the first
+// byte that does not open one, and returns what follows.
+func parseRawPrefix(b []byte) ([]FileChange, []byte, error) {
 	var out []FileChange
-	for len(b) > 0 {
+	for len(b) > 0 && b[0] == ':' {
 		head, rest, ok := bytes.Cut(b, []byte{0})
 		if !ok || len(head) == 0 || head[0] != ':' {
-			return nil, fmt.Errorf("diff-tree raw: malformed record %.40q", b)
+			return nil, nil, fmt.Errorf("diff-tree raw: malformed record %.40q", b)
 		}
 		fields := strings.Fields(string(head[1:]))
 		if len(fields) != 5 {
-			return nil, fmt.Errorf("diff-tree raw: %d fields in %.80q, want 5", len(fields), head)
+			return nil, nil, fmt.Errorf("diff-tree raw: %d fields in %.80q, want 5", len(fields), head)
 		}
 		for _, m := range fields[:2] {
 			if len(m) != 6 || strings.Trim(m, "01234567") != "" {
-				return nil, fmt.Errorf("diff-tree raw: bad mode %q", m)
+				return nil, nil, fmt.Errorf("diff-tree raw: bad mode %q", m)
 			}
 		}
 		f := FileChange{OldMode: fields[0], NewMode: fields[1]}
@@ -512,21 +520,21 @@ func parseRaw(b []byte) ([]FileChange, error) {
 			npaths = 2
 			n, err := strconv.Atoi(st[1:])
 			if err != nil || n < 0 || n > 100 {
-				return nil, fmt.Errorf("diff-tree raw: bad score in status %q", st)
+				return nil, nil, fmt.Errorf("diff-tree raw: bad score in status %q", st)
 			}
 			f.Similarity = n
 		default:
-			return nil, fmt.Errorf("diff-tree raw: unknown status %q", st)
+			return nil, nil, fmt.Errorf("diff-tree raw: unknown status %q", st)
 		}
 		if npaths == 1 && len(st) != 1 {
-			return nil, fmt.Errorf("diff-tree raw: bad status %q", st)
+			return nil, nil, fmt.Errorf("diff-tree raw: bad status %q", st)
 		}
 		var paths []string
 		for range npaths {
 			var p []byte
 			p, rest, ok = bytes.Cut(rest, []byte{0})
 			if !ok || len(p) == 0 {
-				return nil, fmt.Errorf("diff-tree raw: missing path after %q", head)
+				return nil, nil, fmt.Errorf("diff-tree raw: missing path after %q", head)
 			}
 			paths = append(paths, string(p))
 		}
@@ -537,7 +545,7 @@ func parseRaw(b []byte) ([]FileChange, error) {
 		out = append(out, f)
 		b = rest
 	}
-	return out, nil
+	return out, b, nil
 }
 
 type numstat struct {
