@@ -171,7 +171,7 @@ func TestChooseInitRefuses(t *testing.T) {
 	if err := unix.Mkfifo(fifo, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
+	cases := []struct {
 		name, path, want string
 	}{
 		{"missing", filepath.Join(dir, "absent"), "not installed"},
@@ -181,7 +181,18 @@ func TestChooseInitRefuses(t *testing.T) {
 		{"group writable", copyTo("gw", 0o775), "writable by group or others"},
 		{"another program", self, "is github.com/enclave-dev/enclave/internal/sandbox.test"},
 		{"not Go", "/bin/true", "not a Go binary"},
-	} {
+	}
+	if os.Geteuid() == 0 {
+		// Root trusts only its own files: one another user could have
+		// written is refused, though its mode is right.
+		other := copyTo("other", 0o755)
+		if err := os.Chown(other, 1000, 1000); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct{ name, path, want string }{"another owner", other, "owned by uid 1000"},
+			struct{ name, path, want string }{"not executable by others", copyTo("private", 0o700), "not executable by others"})
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := chooseInit(tc.path, &mine)
 			if c.file != nil {
