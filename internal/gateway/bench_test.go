@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -205,4 +206,34 @@ func pct(d []time.Duration, p int) time.Duration {
 	}
 	slices.Sort(d)
 	return d[min(len(d)-1, len(d)*p/100)]
+}
+
+// BenchmarkDecodeBody: the request body parse (json v2, one pass) against
+// encoding/json's Decoder with UseNumber, as the gateway used before, on
+// a 50 KB agent request.
+func BenchmarkDecodeBody(b *testing.B) {
+	var sb strings.Builder
+	for sb.Len() < 50<<10 {
+		sb.WriteString("Tool output line with some ordinary words and paths /usr/lib/x and numbers 12345.\n")
+	}
+	body := []byte(fmt.Sprintf(`{"model":"m","max_tokens":4096,"messages":[{"role":"user","content":%q}]}`, sb.String()))
+	b.Run("gateway", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			if _, err := decodeBody(body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.SetBytes(int64(len(body)))
+		for b.Loop() {
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.UseNumber()
+			var v any
+			if err := dec.Decode(&v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

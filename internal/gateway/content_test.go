@@ -293,3 +293,28 @@ func TestHasUsageObject(t *testing.T) {
 		}
 	}
 }
+
+func TestDecodeBody(t *testing.T) {
+	m, err := decodeBody([]byte(`{"model":"m","seed":12345678901234567890,"t":0.70,"x":"\ud800 bin\u0000"}`))
+	if err != nil {
+		t.Fatalf("decodeBody: %v", err)
+	}
+	// Numbers stay as written; a lone surrogate (an agent that read a
+	// binary file) is replaced, not refused.
+	if m["seed"] != json.Number("12345678901234567890") || m["t"] != json.Number("0.70") || m["x"] != "\ufffd bin\x00" {
+		t.Errorf("decoded %#v", m)
+	}
+	for in, want := range map[string]string{
+		`{"model":"a","model":"b"}`: `duplicate object member name "model"`,
+		`{"a":{"b":1,"b":2}}`:       `duplicate object member name "b" within "/a"`,
+		`null`:                      "not an object",
+		` [1]`:                      "not an object",
+		`{"a":1} x`:                 "after top-level value",
+		`{"a":`:                     "unexpected EOF",
+		`"\xff"`:                    "not an object",
+	} {
+		if _, err := decodeBody([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("decodeBody(%q) = %v, want an error containing %q", in, err, want)
+		}
+	}
+}

@@ -177,8 +177,12 @@ func TestErrorShapes(t *testing.T) {
 		{"unsanctioned openai", "POST", "/openai/v1/chat/completions", openaiBody("gpt-x", true, "x"), 400, []string{`gpt-x`, `ok-*`, `"code":"permission_denied"`}},
 		{"unsanctioned gemini", "POST", "/gemini/v1beta/models/gemini-secret:generateContent", geminiBody("x"), 403, []string{`PERMISSION_DENIED`, `gemini-secret`, `gemini-ok`}},
 		{"malformed json", "POST", "/anthropic/v1/messages", `{"model":"ok-1",`, 400, []string{`invalid_request_error`, `not valid JSON`}},
-		{"trailing json", "POST", "/openai/v1/chat/completions", `{"model":"ok-1"} {}`, 400, []string{`after the top-level value`}},
+		{"trailing json", "POST", "/openai/v1/chat/completions", `{"model":"ok-1"} {}`, 400, []string{`after top-level value`}},
 		{"array json", "POST", "/openai/v1/chat/completions", `[1]`, 400, []string{`not an object`}},
+		// The gateway must not check one "model" while the provider uses
+		// another: a duplicate member name anywhere is refused.
+		{"duplicate model", "POST", "/openai/v1/chat/completions", `{"model":"ok-1","model":"gpt-4o"}`, 400, []string{`duplicate object member name \"model\"`}},
+		{"duplicate nested", "POST", "/openai/v1/chat/completions", `{"model":"ok-1","messages":[{"role":"user","content":"a","content":"b"}]}`, 400, []string{`duplicate object member name \"content\" within \"/messages/0\"`}},
 		{"no model", "POST", "/openai/v1/chat/completions", `{"messages":[]}`, 400, []string{`no \"model\"`}},
 		{"websocket", "GET", "/openai/v1/responses", "", 426, []string{`websocket`}},
 	} {

@@ -15,6 +15,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // copyBufs holds response copy buffers: a stream's events are small, and
@@ -220,18 +223,40 @@ func (s *Session) authenticate(r *http.Request) string {
 	return ""
 }
 
+// bodyOptions decode a request body for inspection: a duplicate member
+// name is refused (the gateway and the provider could otherwise read
+// different values of, say, "model"); numbers stay as written
+// (json.Number), so a re-encoded body says exactly what the agent sent;
+// invalid UTF-8 becomes U+FFFD, as encoding/json does (an agent that read
+// a binary file may send lone surrogates).
+var bodyOptions = jsonv2.JoinOptions(
+	jsontext.AllowInvalidUTF8(true),
+	jsonv2.WithUnmarshalers(jsonv2.UnmarshalFromFunc(func(dec *jsontext.Decoder, v *any) error {
+		if dec.PeekKind() != '0' {
+			return errors.ErrUnsupported // the default for everything else
+		}
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return err
+		}
+		*v = json.Number(tok.String())
+		return nil
+	})),
+)
+
+// decodeBody decodes a request body that must be one JSON object. It is
+// the gateway's hottest parse (agents resend their whole history, often
+// hundreds of KB, every turn): the v2 decoder reads it in one pass, about
+// 3.5 times as fast as encoding/json (BenchmarkDecodeBody).
 func decodeBody(b []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	if t := bytes.TrimLeft(b, " \t\r\n"); len(t) > 0 && t[0] != '{' {
+		return nil, errors.New("top-level value is not an object")
+	}
+	var m map[string]any
+	if err := jsonv2.Unmarshal(b, &m, bodyOptions); err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the top-level value")
-	}
-	m, ok := v.(map[string]any)
-	if !ok {
+	if m == nil {
 		return nil, errors.New("top-level value is not an object")
 	}
 	return m, nil
