@@ -41,7 +41,7 @@ func runInit() int {
 	}()
 	// The host may require this binary's sandbox source to be its own
 	// (a separately built enclave-init): hash it while the view is built,
-	// and compare before the agent starts.
+	// and compare before anything is handed to the host or started.
 	ownSource := make(chan [32]byte, 1)
 	go func() { ownSource <- sourceID() }()
 	logf := os.NewFile(fdLog, "log")
@@ -64,7 +64,6 @@ func runInit() int {
 	if err != nil {
 		return fail("", fmt.Errorf("read init config: %w", err))
 	}
-
 	cfg := *pcfg
 	// Descriptors leaked by the host's process (anything it opened without
 	// O_CLOEXEC) arrive here; none may reach the agent, nor stay open here.
@@ -86,6 +85,12 @@ func runInit() int {
 	if err := loopbackUp(); err != nil {
 		return fail("", err)
 	}
+	// Before anything is handed to the host, and long after the hash
+	// started, so the wait is nil.
+	if cfg.Source != ([32]byte{}) && cfg.Source != <-ownSource {
+		sendCtl(fdCtl, ctlMsg{Kind: "mismatch", Msg: "its sandbox source differs from the host's"})
+		return 125
+	}
 	fds, err := openListeners(cfg.Listeners)
 	if err != nil {
 		return fail("", err)
@@ -97,10 +102,6 @@ func runInit() int {
 		closeAll(fds)
 	}
 
-	if cfg.Source != ([32]byte{}) && cfg.Source != <-ownSource {
-		sendCtl(fdCtl, ctlMsg{Kind: "mismatch", Msg: "its sandbox source differs from the host's"})
-		return 125
-	}
 	// Subscribed (above) before the child exists so no SIGCHLD is missed.
 	<-subscribed
 
