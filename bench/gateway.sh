@@ -25,6 +25,9 @@
 # Usage: bench/gateway.sh [benchtime]   (default 2s)
 #   ENCLAVE_BENCH_STREAMS=1,100,1000 ENCLAVE_BENCH_CHUNKS=20 ENCLAVE_BENCH_GAP=20ms
 #   ENCLAVE_BENCH_ROUNDS=2 ENCLAVE_BENCH_HOLD=1000 override the defaults.
+#   ENCLAVE_BENCH_STAGGER=1 starts each concurrent stream at its own moment
+#   within one gap, as independent agents would; by default all start
+#   together and their chunks arrive in lock step (the worst case).
 #   PIN=1 pins the gateway to the last CPU and the upstream and client to
 #   the first (both paths run on the same CPUs, so the comparison stays
 #   fair, and the gateway's CPU time is not taken by the load it serves).
