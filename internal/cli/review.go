@@ -396,34 +396,38 @@ func (e *Env) initHumanKey(ctx context.Context) error {
 		return err
 	}
 	defer st.Close()
-	dir := st.dir
-	if s, err := review.LoadKey(dir, who.ID); err == nil {
+	s, created, err := ensureKey(ctx, st, who.ID, "created by enclave init")
+	switch {
+	case err != nil:
+		return fmt.Errorf("the approval signing key of %s: %w", who.ID, err)
+	case created:
+		fmt.Fprintf(e.Stderr, "enclave: created the approval signing key of %s: %s (%s); enclave review key --ssh FILE uses an SSH key instead\n", who.ID, s.Path, s.KeyID)
+	default:
 		fmt.Fprintf(e.Stderr, "enclave: approvals by %s are signed with %s (%s)\n", who.ID, s.Path, s.KeyID)
-		return nil
-	} else if !errors.Is(err, review.ErrNoKey) {
-		return err
 	}
-	s, err := review.CreateKey(dir, who.ID)
-	if err != nil {
-		return fmt.Errorf("create the approval signing key of %s: %w", who.ID, err)
-	}
-	if err := recordKey(ctx, st, who.ID, s, "created by enclave init"); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.Stderr, "enclave: created the approval signing key of %s: %s (%s); enclave review key --ssh FILE uses an SSH key instead\n", who.ID, s.Path, s.KeyID)
 	return nil
 }
 
 // signer loads the acting user's key, creating one on first use.
 func (e *Env) signer(ctx context.Context, st *state, user string) (*review.Signer, error) {
-	s, err := review.LoadKey(st.dir, user)
-	if errors.Is(err, review.ErrNoKey) {
-		if s, err = review.CreateKey(st.dir, user); err == nil {
-			fmt.Fprintf(e.Stderr, "enclave: created the signing key of %s: %s (%s)\n", user, s.Path, s.KeyID)
-			err = recordKey(ctx, st, user, s, "created on first approval")
-		}
+	s, created, err := ensureKey(ctx, st, user, "created on first approval")
+	if created {
+		fmt.Fprintf(e.Stderr, "enclave: created the signing key of %s: %s (%s)\n", user, s.Path, s.KeyID)
 	}
 	return s, err
+}
+
+// ensureKey returns user's signing key, creating one if there is none and
+// putting it on the audit record (how says what made it).
+func ensureKey(ctx context.Context, st *state, user, how string) (s *review.Signer, created bool, err error) {
+	s, err = review.LoadKey(st.dir, user)
+	if !errors.Is(err, review.ErrNoKey) {
+		return s, false, err
+	}
+	if s, err = review.CreateKey(st.dir, user); err != nil {
+		return nil, false, err
+	}
+	return s, true, recordKey(ctx, st, user, s, how)
 }
 
 // recordKey puts a key added to the allowed signers on the audit record:

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/enclave-dev/enclave/internal/sandbox"
 )
 
 // sandboxNetns makes a network namespace holding only loopback, as the
@@ -37,7 +39,7 @@ func sandboxNetns(t *testing.T, bigTCP bool) (path string, l net.Listener) {
 			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 				return fmt.Errorf("unshare network namespace: %w", err)
 			}
-			if err := loopbackUpHere(); err != nil {
+			if err := sandbox.LoopbackUp(); err != nil {
 				return err
 			}
 			if bigTCP {
@@ -58,26 +60,6 @@ func sandboxNetns(t *testing.T, bigTCP bool) (path string, l net.Listener) {
 		t.Fatalf("sandbox-like network namespace: %v", r.err)
 	}
 	return r.path, r.l
-}
-
-func loopbackUpHere() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("read lo flags: %w", err)
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("bring up lo: %w", err)
-	}
-	return nil
 }
 
 // setLoopbackGSO sets the largest GSO and GRO packet on this namespace's

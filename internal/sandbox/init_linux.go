@@ -39,11 +39,6 @@ func runInit() int {
 			syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGCHLD)
 		close(subscribed)
 	}()
-	// The host may require this binary's sandbox source to be its own
-	// (a separately built enclave-init): hash it while the view is built,
-	// and compare before anything is handed to the host or started.
-	ownSource := make(chan [32]byte, 1)
-	go func() { ownSource <- sourceID() }()
 	logf := os.NewFile(fdLog, "log")
 	log := slog.New(slog.NewJSONHandler(logf, nil)).With("stage", "init")
 	fail := func(layer string, err error) int {
@@ -65,6 +60,13 @@ func runInit() int {
 		return fail("", fmt.Errorf("read init config: %w", err))
 	}
 	cfg := *pcfg
+	// The host may require this binary's sandbox source to be its own
+	// (a separately built enclave-init): hash it while the view is built,
+	// and compare before anything is handed to the host or started.
+	ownSource := make(chan [32]byte, 1)
+	if cfg.Source != ([32]byte{}) {
+		go func() { ownSource <- sourceID() }()
+	}
 	// Descriptors leaked by the host's process (anything it opened without
 	// O_CLOEXEC) arrive here; none may reach the agent, nor stay open here.
 	closeLeaked(fdTrees + countTrees(cfg.Mounts))
@@ -82,7 +84,7 @@ func runInit() int {
 		return fail("", fmt.Errorf("set hostname: %w", err))
 	}
 	unix.Setdomainname([]byte("none"))
-	if err := loopbackUp(); err != nil {
+	if err := LoopbackUp(); err != nil {
 		return fail("", err)
 	}
 	// Before anything is handed to the host, and long after the hash
@@ -393,7 +395,9 @@ func writeEtc(rootfd int, cfg *initConfig) error {
 	return unix.Unlinkat(rootfd, ".etc", unix.AT_REMOVEDIR)
 }
 
-func loopbackUp() error {
+// LoopbackUp brings up lo in the calling thread's network namespace (the
+// init's new one; the egress benchmark's namespace too).
+func LoopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("bring up lo: %w", err)

@@ -778,23 +778,11 @@ func BenchmarkStartVersusBubblewrap(b *testing.B) {
 	if err != nil {
 		b.Skip("bubblewrap is not installed (apt-get install -y bubblewrap)")
 	}
-	ws, _ := os.MkdirTemp("", "sbbench-")
-	defer os.RemoveAll(ws)
-	os.Chmod(ws, 0o755)
-	if os.Geteuid() == 0 {
-		uid, gid, _ := HostIDs()
-		ChownTree(ws, uid, gid)
-	}
-	cfg := Config{
-		Argv:   []string{"/bin/true"},
-		Env:    []string{"PATH=/usr/bin:/bin"},
-		Mounts: []Mount{{Source: ws, Target: "/work", Writable: true}},
-		Dir:    "/work",
-		// bench/sandbox.sh points this at enclave-init, and at the
-		// enclave binary (the init when enclave-init is not installed),
-		// whose start-up is what users pay.
-		Exe: os.Getenv("ENCLAVE_BENCH_EXE"),
-	}
+	ws, cfg := benchTrue(b)
+	// bench/sandbox.sh points this at enclave-init, and at the enclave
+	// binary (the init when enclave-init is not installed), whose
+	// start-up is what users pay.
+	cfg.Exe = os.Getenv("ENCLAVE_BENCH_EXE")
 	args := []string{"--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
 		"--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc"}
 	for _, l := range []string{"bin", "sbin", "lib", "lib64"} {
@@ -833,22 +821,32 @@ func BenchmarkStartVersusBubblewrap(b *testing.B) {
 	b.ReportMetric(e/w, "ratio")
 }
 
-func BenchmarkStartTrue(b *testing.B) {
-	if l := probeUserNS(); !l.OK {
-		b.Skip(l.Detail)
+// benchTrue is a workspace the sandbox's user owns and a sandbox that
+// runs /bin/true in it at /work.
+func benchTrue(b *testing.B) (string, Config) {
+	ws, err := os.MkdirTemp("", "sbbench-")
+	if err != nil {
+		b.Fatal(err)
 	}
-	ws, _ := os.MkdirTemp("", "sbbench-")
-	defer os.RemoveAll(ws)
+	b.Cleanup(func() { os.RemoveAll(ws) })
+	os.Chmod(ws, 0o755)
 	if os.Geteuid() == 0 {
 		uid, gid, _ := HostIDs()
 		ChownTree(ws, uid, gid)
 	}
-	cfg := Config{
+	return ws, Config{
 		Argv:   []string{"/bin/true"},
 		Env:    []string{"PATH=/usr/bin:/bin"},
 		Mounts: []Mount{{Source: ws, Target: "/work", Writable: true}},
 		Dir:    "/work",
 	}
+}
+
+func BenchmarkStartTrue(b *testing.B) {
+	if l := probeUserNS(); !l.OK {
+		b.Skip(l.Detail)
+	}
+	_, cfg := benchTrue(b)
 	for b.Loop() {
 		s, err := Start(context.Background(), &cfg)
 		if err != nil {
