@@ -225,8 +225,14 @@ func (c *changeSet) file(p string) *fileChange {
 
 // headText reads a head file for the checks that look beyond the change;
 // binary and huge files return nil.
-func (c *changeSet) headText(p string) []byte {
-	e, ok := c.head[p]
+func (c *changeSet) headText(p string) []byte { return c.text(c.head, p) }
+
+func (c *changeSet) baseText(p string) []byte { return c.text(c.base, p) }
+
+// text is the content of p in tree t, nil for a link, a gitlink, a binary
+// or unreadable blob, or a path t lacks.
+func (c *changeSet) text(t map[string]entry, p string) []byte {
+	e, ok := t[p]
 	if !ok || e.mode == "120000" || e.mode == "160000" {
 		return nil
 	}
@@ -237,17 +243,33 @@ func (c *changeSet) headText(p string) []byte {
 	return b
 }
 
-func (c *changeSet) baseText(p string) []byte {
-	e, ok := c.base[p]
-	if !ok || e.mode == "120000" || e.mode == "160000" {
-		return nil
-	}
-	b, _, err := c.repo.blob(e.id, c.max)
-	if err != nil || isBinary(b) {
-		return nil
-	}
-	return b
+// lineTexts gives an analyser finding's line text, reading and splitting
+// each file once.
+type lineTexts struct {
+	read  func(path string) []byte
+	lines map[string][]string
 }
+
+func newLineTexts(read func(path string) []byte) *lineTexts {
+	return &lineTexts{read: read, lines: map[string][]string{}}
+}
+
+// at is line n (from 1) of p, trimmed; "" when p has no such line.
+func (t *lineTexts) at(p string, n int) string {
+	ls, ok := t.lines[p]
+	if !ok {
+		ls = splitLines(t.read(p))
+		t.lines[p] = ls
+	}
+	if n < 1 || n > len(ls) {
+		return ""
+	}
+	return strings.TrimSpace(ls[n-1])
+}
+
+// findingKey pairs a head finding with the same finding on the base: the
+// rule and the line's text, wherever the line moved.
+func findingKey(rule, text string) string { return rule + "\x00" + text }
 
 func loadChange(ctx context.Context, r *repo, base, head string, cfg Config) (*changeSet, error) {
 	bt, err := r.tree(ctx, base)

@@ -134,18 +134,7 @@ func goSec(ctx context.Context, c *changeSet, dir string, cfg Config, run Runner
 		return []Finding{{Rule: "could-not-analyse", Message: scrubLine(clip(err.Error(), 400))}}, tr
 	}
 	tr.Status = "ran"
-	headLines := map[string][]string{}
-	text := func(m map[string][]string, read func(string) []byte, p string, n int) string {
-		ls, ok := m[p]
-		if !ok {
-			ls = splitLines(read(p))
-			m[p] = ls
-		}
-		if n < 1 || n > len(ls) {
-			return ""
-		}
-		return strings.TrimSpace(ls[n-1])
-	}
+	headLines := newLineTexts(c.headText)
 	type found struct {
 		is   gosecIssue
 		file string
@@ -183,7 +172,7 @@ func goSec(ctx context.Context, c *changeSet, dir string, cfg Config, run Runner
 				continue
 			}
 		} else {
-			k := h.is.RuleID + "\x00" + text(headLines, c.headText, h.file, h.n)
+			k := findingKey(h.is.RuleID, headLines.at(h.file, h.n))
 			if baseKeys[k] > 0 {
 				baseKeys[k]--
 				continue
@@ -264,22 +253,11 @@ func baseGosec(ctx context.Context, c *changeSet, files []string, bin string, cf
 	if err != nil {
 		return nil, err
 	}
-	lines := map[string][]string{}
+	lines := newLineTexts(c.baseText)
 	for _, is := range issues {
-		file, n, ok := issueAt(is)
-		if !ok {
-			continue
+		if file, n, ok := issueAt(is); ok {
+			keys[findingKey(is.RuleID, lines.at(file, n))]++
 		}
-		ls, ok := lines[file]
-		if !ok {
-			ls = splitLines(c.baseText(file))
-			lines[file] = ls
-		}
-		t := ""
-		if n >= 1 && n <= len(ls) {
-			t = strings.TrimSpace(ls[n-1])
-		}
-		keys[is.RuleID+"\x00"+t]++
 	}
 	return keys, nil
 }

@@ -177,23 +177,15 @@ func (l fileLinter) check(ctx context.Context, c *changeSet, dir string, cfg Con
 			tr.Detail = scrubLine(clip("base not analysed, so only findings on added lines count: "+err.Error(), 300))
 		}
 	}
-	headLines := map[string][]string{}
+	headLines := newLineTexts(func(p string) []byte { return changed[p].New })
 	var out []Finding
 	for _, is := range head {
-		ls, ok := headLines[is.file]
-		if !ok {
-			ls = splitLines(changed[is.file].New)
-			headLines[is.file] = ls
-		}
-		text := ""
-		if is.line >= 1 && is.line <= len(ls) {
-			text = strings.TrimSpace(ls[is.line-1])
-		}
+		text := headLines.at(is.file, is.line)
 		if baseKeys == nil {
 			if !addedLine(changed[is.file], is.line) {
 				continue
 			}
-		} else if k := is.rule + "\x00" + text; baseKeys[k] > 0 {
+		} else if k := findingKey(is.rule, text); baseKeys[k] > 0 {
 			baseKeys[k]--
 			continue
 		}
@@ -255,19 +247,10 @@ func (l fileLinter) base(ctx context.Context, c *changeSet, cfg Config, bin stri
 	if err != nil {
 		return nil, err
 	}
-	lines := map[string][]string{}
+	lines := newLineTexts(c.baseText)
 	for _, is := range issues {
 		file := path.Clean(strings.TrimPrefix(is.file, "./"))
-		ls, ok := lines[file]
-		if !ok {
-			ls = splitLines(c.baseText(file))
-			lines[file] = ls
-		}
-		text := ""
-		if is.line >= 1 && is.line <= len(ls) {
-			text = strings.TrimSpace(ls[is.line-1])
-		}
-		keys[is.rule+"\x00"+text]++
+		keys[findingKey(is.rule, lines.at(file, is.line))]++
 	}
 	return keys, nil
 }
