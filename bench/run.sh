@@ -40,7 +40,7 @@ n=0
 peer() {
 	n=$((n + 1))
 	ws="$tmp/peer$n"
-	git clone -q --shared --no-checkout "$repo" "$ws"
+	git clone -q --shared --no-checkout --template= "$repo" "$ws"
 	git -C "$ws" checkout -q -b "agent/$n"
 	bwrap --unshare-all --die-with-parent --new-session --cap-drop ALL \
 		--ro-bind /usr /usr $links --ro-bind /etc /etc \

@@ -130,16 +130,23 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 	if err != nil {
 		return nil, err
 	}
-	pol, err := policy.LoadFor(dir, f.policyPath.val)
+	// One git process answers where the repository is, for this and for
+	// the workspace (which would otherwise ask again). Its top level holds
+	// enclave.yaml, enclave.cedar and enclave.review.yaml, wherever in the
+	// repository enclave was started.
+	repo, err := workspace.Locate(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
-	// The repository top level holds enclave.cedar and enclave.review.yaml;
-	// a tier that names a sandbox profile fixes it.
-	top := dir
-	if t, terr := (&review.Git{Environ: e.environ()}).TopLevel(ctx, dir); terr == nil {
-		top = t
+	top := repo.Dir
+	if repo.Top != "" {
+		top = repo.Top
 	}
+	pol, err := policy.LoadFor(top, f.policyPath.val)
+	if err != nil {
+		return nil, err
+	}
+	// A tier that names a sandbox profile fixes it.
 	name, err := review.RunProfile(top, f.tier.val, f.profile.val, pol.DefaultProfile)
 	if err != nil {
 		return nil, err
@@ -152,7 +159,7 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 	if err != nil {
 		return nil, err
 	}
-	if err := prof.CheckHostPaths(pol.Source, realPath(dir), realPath(stateDir)); err != nil {
+	if err := prof.CheckHostPaths(pol.Source, top, realPath(stateDir)); err != nil {
 		return nil, err
 	}
 	if f.policyPath.val == "" && pol.Source != policy.SourceBuiltin {
@@ -238,7 +245,7 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 	started := time.Now()
 	res, err := session.Run(ctx, session.Options{
 		Gateway: gw,
-		Argv:    argv, Dir: dir, User: currentUser(), Policy: pol, Profile: prof,
+		Argv:    argv, Dir: dir, Repo: repo, User: currentUser(), Policy: pol, Profile: prof,
 		Task: f.task.val, Tier: rd.Tier,
 		// The same Cedar policies decide every egress flow and model
 		// call enclave.yaml allows (they can only narrow it).

@@ -69,6 +69,9 @@ type Options struct {
 	// Dir is where the user ran enclave: the repository or directory the
 	// agent gets a copy of.
 	Dir string
+	// Repo is workspace.Locate's answer for Dir, if the caller has it
+	// (nil: the workspace asks git itself).
+	Repo *workspace.Repo
 	// User is the human who started the session.
 	User string
 	// Task and Tier describe the work, for the record and for review; they
@@ -210,6 +213,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		Dir:     filepath.Join(o.StateDir, "sessions", sess.ID),
 		Session: sess.ID,
 		Hidden:  prof.Filesystem.Hidden,
+		Repo:    o.Repo,
 		Logger:  log,
 	})
 	if err != nil {

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 )
 
@@ -246,16 +244,4 @@ func (s shadow) git(ctx context.Context, args ...string) ([]byte, error) {
 // started (so the directory is still enclave's), with the shadow's hardening.
 func copyGit(ctx context.Context, gitDir, workTree, home string, args ...string) ([]byte, error) {
 	return shadow{gitDir: gitDir, workTree: workTree, home: home}.git(ctx, args...)
-}
-
-// updateRefs sets each ref to its commit in one git process.
-func (s shadow) updateRefs(ctx context.Context, refs map[string]string) error {
-	var b strings.Builder
-	for _, ref := range slices.Sorted(maps.Keys(refs)) {
-		fmt.Fprintf(&b, "update %s %s\n", ref, refs[ref])
-	}
-	c := s.cmd("update-ref", "--stdin")
-	c.stdin = strings.NewReader(b.String())
-	_, err := c.run(ctx)
-	return err
 }

@@ -83,29 +83,8 @@ func (w *Workspace) Snapshot(ctx context.Context) (*Change, error) {
 		return nil, fmt.Errorf("snapshot session %s: copy %s is gone", w.Session, w.Copy)
 	}
 	start := time.Now()
-	tree, skipped, err := w.stage(ctx)
+	c, err := w.snapshot(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
-	}
-	head, err := w.commitTree(ctx, tree, w.Base, "enclave: session "+w.Session+"\n\nThe tree the agent left in its copy.\n")
-	if err != nil {
-		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
-	}
-	sh := w.shadow()
-	if _, err := sh.git(ctx, "update-ref", "refs/heads/"+w.Branch, head); err != nil {
-		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
-	}
-	c := &Change{
-		Session:  w.Session,
-		Base:     w.Base,
-		UserHead: w.UserHead,
-		Head:     head,
-		Skipped:  skipped,
-		Created:  time.Now().UTC(),
-		gitDir:   sh.gitDir,
-		home:     sh.home,
-	}
-	if err := c.load(ctx); err != nil {
 		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
 	}
 	data, err := json.MarshalIndent(c, "", "  ")
@@ -115,7 +94,58 @@ func (w *Workspace) Snapshot(ctx context.Context) (*Change, error) {
 	if err := atomicWrite(filepath.Join(w.Dir, changeName), data); err != nil {
 		return nil, fmt.Errorf("snapshot session %s: %w", w.Session, err)
 	}
-	w.log.Info("workspace snapshot", "head", head, "files", len(c.Files), "skipped", len(skipped), "took", time.Since(start))
+	w.log.Info("workspace snapshot", "head", c.Head, "files", len(c.Files), "skipped", len(c.Skipped), "took", time.Since(start))
+	return c, nil
+}
+
+func (w *Workspace) snapshot(ctx context.Context) (*Change, error) {
+	sh := w.shadow()
+	c := &Change{
+		Session:  w.Session,
+		Base:     w.Base,
+		UserHead: w.UserHead,
+		gitDir:   sh.gitDir,
+		home:     sh.home,
+	}
+	// Staged without the index filter: the diff against the base is read
+	// anyway, and an entry the agent may not contribute can only be one
+	// that differs from the base (which was filtered when it was made).
+	tree, skipped, err := w.stage(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.load(ctx, tree, w.BaseTree); err != nil {
+		return nil, err
+	}
+	var drop []string
+	for _, f := range c.Files {
+		switch {
+		case f.Status == Deleted:
+		case w.hidden.match(f.Path):
+			// Normally excluded before git saw it (and noted by scanCopy).
+			drop = append(drop, f.Path)
+		case f.NewMode == "160000" && f.OldMode != "160000":
+			drop = append(drop, f.Path)
+			skipped = append(skipped, Note{Path: f.Path, Reason: "nested git repository not recorded"})
+		}
+	}
+	if len(drop) > 0 {
+		if tree, err = w.unstage(ctx, drop); err != nil {
+			return nil, err
+		}
+		c.Files, c.Insertions, c.Deletions = nil, 0, 0
+		if err := c.load(ctx, tree, w.BaseTree); err != nil {
+			return nil, err
+		}
+	}
+	head, err := w.commitTree(tree, w.Base, "enclave: session "+w.Session+"\n\nThe tree the agent left in its copy.\n")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeRef(sh.gitDir, "refs/heads/"+w.Branch, head); err != nil {
+		return nil, err
+	}
+	c.Head, c.Skipped, c.Created = head, skipped, time.Now().UTC()
 	return c, nil
 }
 
@@ -136,25 +166,27 @@ func (w *Workspace) Checkpoint(ctx context.Context) (string, error) {
 	// paused while this runs, so no git process is spent re-reading them.
 	parent, parentTree := w.cpHead, w.cpTree
 	if parent == "" {
-		parent = w.Base
-		out, err := sh.git(ctx, "rev-parse", parent+"^{tree}")
-		if err != nil {
-			return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
+		parent, parentTree = w.Base, w.BaseTree
+		if parentTree == "" {
+			out, err := sh.git(ctx, "rev-parse", parent+"^{tree}")
+			if err != nil {
+				return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
+			}
+			parentTree = strings.TrimSpace(string(out))
 		}
-		parentTree = strings.TrimSpace(string(out))
 	}
-	tree, _, err := w.stage(ctx)
+	tree, _, err := w.stage(ctx, true)
 	if err != nil {
 		return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
 	}
 	if tree == parentTree {
 		return parent, nil
 	}
-	id, err := w.commitTree(ctx, tree, parent, "enclave: checkpoint of session "+w.Session+"\n\nThe copy's tree while the agent ran.\n")
+	id, err := w.commitTree(tree, parent, "enclave: checkpoint of session "+w.Session+"\n\nThe copy's tree while the agent ran.\n")
 	if err != nil {
 		return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
 	}
-	if err := sh.updateRefs(ctx, map[string]string{CheckpointRef: id}); err != nil {
+	if err := writeRef(sh.gitDir, CheckpointRef, id); err != nil {
 		return "", fmt.Errorf("checkpoint session %s: %w", w.Session, err)
 	}
 	w.cpHead, w.cpTree = id, tree
@@ -219,8 +251,10 @@ func (c *Change) diff(ctx context.Context, w io.Writer, extra ...string) error {
 
 // stage brings the shadow index in line with the copy and writes its tree.
 // Paths the agent may not contribute are excluded before git looks at
-// them and removed from the index after, and reported.
-func (w *Workspace) stage(ctx context.Context) (string, []Note, error) {
+// them. With filter, the index is then checked entry by entry, and hidden
+// paths and new gitlinks are removed from it and reported; without it,
+// the caller must check what differs from the base (Snapshot does).
+func (w *Workspace) stage(ctx context.Context, filter bool) (string, []Note, error) {
 	sh := w.shadow()
 	skipped, excludes, err := w.scanCopy()
 	if err != nil {
@@ -232,6 +266,13 @@ func (w *Workspace) stage(ctx context.Context) (string, []Note, error) {
 	}
 	if _, err := sh.git(ctx, "-c", "advice.addEmbeddedRepo=false", "add", "--all"); err != nil {
 		return "", nil, err
+	}
+	if !filter {
+		tree, err := sh.git(ctx, "write-tree")
+		if err != nil {
+			return "", nil, err
+		}
+		return strings.TrimSpace(string(tree)), skipped, nil
 	}
 	// Authoritative filter: whatever git staged, hidden paths and new
 	// gitlinks do not go into the tree.
@@ -268,18 +309,25 @@ func (w *Workspace) stage(ctx context.Context) (string, []Note, error) {
 			}
 		}
 	}
-	if len(drop) > 0 {
+	tree, err := w.unstage(ctx, drop)
+	return tree, skipped, err
+}
+
+// unstage removes paths from the shadow index and writes its tree.
+func (w *Workspace) unstage(ctx context.Context, paths []string) (string, error) {
+	sh := w.shadow()
+	if len(paths) > 0 {
 		c := sh.cmd("update-index", "-z", "--force-remove", "--stdin")
-		c.stdin = strings.NewReader(strings.Join(drop, "\x00") + "\x00")
+		c.stdin = strings.NewReader(strings.Join(paths, "\x00") + "\x00")
 		if _, err := c.run(ctx); err != nil {
-			return "", nil, err
+			return "", err
 		}
 	}
 	tree, err := sh.git(ctx, "write-tree")
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
-	return strings.TrimSpace(string(tree)), skipped, nil
+	return strings.TrimSpace(string(tree)), nil
 }
 
 // baseGitlinks returns the submodule paths of the base tree (the only
@@ -433,12 +481,18 @@ func gitignoreLiteral(rel string) (string, bool) {
 	return b.String(), true
 }
 
-// load fills Files and the totals from the shadow repository.
-func (c *Change) load(ctx context.Context) error {
+// load fills Files and the totals with the difference between Base and
+// the tree-ish to, from the shadow repository. When baseTree (Base's
+// tree, if known) is to, there is none and git is not asked.
+func (c *Change) load(ctx context.Context, to, baseTree string) error {
+	c.Files = []FileChange{}
+	if baseTree != "" && to == baseTree {
+		return nil
+	}
 	sh := shadow{gitDir: c.gitDir, home: c.home}
 	// One diff-tree prints both: every raw record (each starts with ':'),
 	// then every numstat record (each starts with a digit or '-').
-	out, err := sh.git(ctx, "diff-tree", "-r", "-z", "-M", "--no-abbrev", "--raw", "--numstat", "--no-ext-diff", "--no-textconv", c.Base, c.Head)
+	out, err := sh.git(ctx, "diff-tree", "-r", "-z", "-M", "--no-abbrev", "--raw", "--numstat", "--no-ext-diff", "--no-textconv", c.Base, to)
 	if err != nil {
 		return err
 	}
@@ -458,10 +512,9 @@ func (c *Change) load(ctx context.Context) error {
 			c.Deletions += s.Deleted
 		}
 	}
-	if files == nil {
-		files = []FileChange{}
+	if files != nil {
+		c.Files = files
 	}
-	c.Files = files
 	return nil
 }
 

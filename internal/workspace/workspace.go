@@ -11,12 +11,12 @@
 //	home/         an empty HOME for git runs on the shadow
 //	workspace.json, change.json   what Open and Change reload
 //
-// If the source is inside a git work tree, the copy is a `git clone
-// --shared --no-checkout` of the repository's top level: objects are
-// reached through objects/info/alternates, neither copied nor hard-linked
-// (a hard link would let the agent rewrite the user's object files in
-// place), so preparing costs one checkout of the current tree, not the
-// history. The user's objects directories are listed in
+// If the source is inside a git work tree, the copy is what `git clone
+// --shared --no-checkout` of the repository's top level would make (origin,
+// its branches and tags), written by enclave directly: objects are reached
+// through objects/info/alternates, neither copied nor hard-linked (a hard
+// link would let the agent rewrite the user's object files in place), so
+// preparing costs one checkout of the current tree, not the history. The user's objects directories are listed in
 // [Workspace.ReadOnlyPaths]; the sandbox must mount them read-only at the
 // same path. The copy is on branch enclave/<session>.
 //
@@ -51,14 +51,18 @@
 //
 // # Cost
 //
-// Prepare costs: a shared clone (refs only, milliseconds), one checkout of
-// the current tree (the dominant term: it writes every file once), a stat
-// walk, and hashing only the files that differ from HEAD. It does not read,
+// Prepare costs: one git process that locates the repository, one that
+// checks out the current tree (the dominant term: it writes every file
+// once) while two more read the user's uncommitted state and refs, a stat
+// walk, and hashing only the files that differ from HEAD. The new
+// repositories' layout, their refs and the commits enclave records are
+// written without git (objects.go). It does not read,
 // copy or link the history: bench/workspace.sh checks this by timing two
 // repositories with the same 50,000-file tree, one with hundreds of MiB of
 // extra history, and comparing with a tar copy of the tree and a full
 // clone. Snapshot costs a stat walk of the copy plus hashing what the agent
-// changed. Parallel checkout (checkout.workers) was several times slower on
+// changed: two git processes (add, write-tree), and a third (diff-tree)
+// only when the tree differs from the base. Parallel checkout (checkout.workers) was several times slower on
 // the 2-core test machine, so checkout is serial.
 //
 // # What is not covered
@@ -131,6 +135,10 @@ type PrepareOptions struct {
 	// Hidden are repository-relative globs removed from the copy (policy
 	// filesystem.hidden); see the package documentation for the syntax.
 	Hidden []string
+	// Repo is Locate's answer for Source, when the caller already asked
+	// (it saves a git process); nil, or an answer for another directory,
+	// and Prepare asks itself.
+	Repo *Repo
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
 }
@@ -159,6 +167,12 @@ type Workspace struct {
 	// the user's work tree was clean, else a synthetic commit holding the
 	// uncommitted state (with UserHead as parent when there is one).
 	Base string `json:"base"`
+	// BaseTree is Base's tree ("" in workspaces prepared before it was
+	// stored).
+	BaseTree string `json:"base_tree,omitempty"`
+	// ObjectFormat is the repository's hash: "sha1" or "sha256" ("" is
+	// sha1).
+	ObjectFormat string `json:"object_format,omitempty"`
 	// ReadOnlyPaths are host paths the sandbox must mount read-only at the
 	// same path for git in the copy to work (the user's objects
 	// directories, reached through alternates).
@@ -185,7 +199,9 @@ type Workspace struct {
 	// cpHead and cpTree are the checkpoint chain's head and its tree
 	// (set by Checkpoint in this process).
 	cpHead, cpTree string
-	hidden         *matcher
+	// headTree is UserHead's tree (set while preparing).
+	headTree string
+	hidden   *matcher
 }
 
 // validSessionChars reports whether id matches
@@ -250,13 +266,15 @@ func Prepare(ctx context.Context, opts PrepareOptions) (*Workspace, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare workspace: dir %q: %w", opts.Dir, err)
 	}
-	top, commonDir, head, err := gitTopLevel(ctx, src)
-	if err != nil {
-		return nil, fmt.Errorf("prepare workspace: %w", err)
+	repo := opts.Repo
+	if repo == nil || repo.Dir != src {
+		if repo, err = Locate(ctx, src); err != nil {
+			return nil, fmt.Errorf("prepare workspace: %w", err)
+		}
 	}
 	root := src
-	if top != "" {
-		root = top
+	if repo.Top != "" {
+		root = repo.Top
 	}
 	// Checked before anything is created, and again on the resolved path.
 	if rdir := resolveExisting(dir); within(rdir, root) || within(root, rdir) {
@@ -287,8 +305,8 @@ func Prepare(ctx context.Context, opts PrepareOptions) (*Workspace, error) {
 		return nil, fmt.Errorf("prepare workspace: %w", err)
 	}
 	start := time.Now()
-	if top != "" {
-		err = w.prepareGit(ctx, src, top, commonDir, head)
+	if repo.Top != "" {
+		err = w.prepareGit(ctx, src, repo)
 	} else {
 		err = w.preparePlain(ctx, src)
 	}
@@ -355,48 +373,82 @@ func within(p, root string) bool {
 	return rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-// gitTopLevel returns the top level of the git work tree holding dir and
-// the repository's common git directory, or "" when dir is not in a work
-// tree. Any other git failure (dubious ownership, a broken repository) is
-// an error: enclave does not silently treat a repository it cannot read as
-// a plain directory. One git process answers all three questions.
-// gitTopLevel asks git, in one call, for the work tree's top level, its
-// common git directory and HEAD's commit ("" on an unborn branch).
-func gitTopLevel(ctx context.Context, dir string) (top, commonDir, head string, err error) {
-	args := []string{"rev-parse", "--path-format=absolute", "--is-inside-work-tree", "--git-common-dir", "--show-toplevel"}
-	out, err := userGit(ctx, dir, append(args, "HEAD^{commit}")...)
+// Repo is where a directory sits in git, as Locate found it.
+type Repo struct {
+	// Dir is the directory asked about (absolute, symlinks resolved).
+	Dir string
+	// Top is the work tree's top level (symlinks resolved); "" when Dir
+	// is not inside a git work tree, and then the other fields are "".
+	Top string
+	// CommonDir is the repository's common git directory.
+	CommonDir string
+	// Head and HeadTree are HEAD's commit and its tree; "" when HEAD is
+	// unborn.
+	Head, HeadTree string
+	// HeadRef is the branch HEAD is on ("refs/heads/main"); "" when HEAD
+	// is detached or unborn.
+	HeadRef string
+	// ObjectFormat is "sha1" or "sha256".
+	ObjectFormat string
+}
+
+// Locate asks git, in one process, where dir sits: the work tree's top
+// level, the common git directory, the object format, HEAD's commit, tree
+// and branch. A directory outside any work tree gives a Repo with Top "".
+// Any other git failure (dubious ownership, a broken repository) is an
+// error: enclave does not silently treat a repository it cannot read as a
+// plain directory.
+func Locate(ctx context.Context, dir string) (*Repo, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return nil, err
+	}
+	r := &Repo{Dir: abs}
+	args := []string{"rev-parse", "--path-format=absolute", "--is-inside-work-tree", "--git-common-dir", "--show-toplevel", "--show-object-format"}
+	out, err := userGit(ctx, abs, append(args, "HEAD^{commit}", "HEAD^{tree}", "--symbolic-full-name", "HEAD")...)
 	var ge *gitError
 	if errors.As(err, &ge) && !strings.Contains(ge.stderr, "not a git repository") && !strings.Contains(ge.stderr, "must be run in a work tree") {
 		// No commit yet (or a path that makes HEAD^{commit} ambiguous):
 		// ask again without it.
-		out, err = userGit(ctx, dir, args...)
+		out, err = userGit(ctx, abs, args...)
 	}
 	if err != nil {
 		switch {
 		case errors.As(err, &ge) && strings.Contains(ge.stderr, "not a git repository"):
-			return "", "", "", nil
+			return r, nil
 		case errors.As(err, &ge) && strings.Contains(ge.stderr, "must be run in a work tree"):
-			return "", "", "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
+			return nil, fmt.Errorf("%s is inside a git directory, not a work tree", abs)
 		}
-		return "", "", "", err
+		return nil, err
 	}
 	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
-	if len(lines) == 4 {
-		head, lines = lines[3], lines[:3]
-		if !isHex40(head) {
-			return "", "", "", fmt.Errorf("git rev-parse in %s: unexpected commit %q", dir, head)
+	if len(lines) == 7 {
+		r.Head, r.HeadTree, r.HeadRef = lines[4], lines[5], lines[6]
+		lines = lines[:4]
+		if !isHex40(r.Head) || !isHex40(r.HeadTree) {
+			return nil, fmt.Errorf("git rev-parse in %s: unexpected commit %q and tree %q", abs, r.Head, r.HeadTree)
+		}
+		if !strings.HasPrefix(r.HeadRef, "refs/heads/") {
+			r.HeadRef = "" // detached ("HEAD")
 		}
 	}
-	if len(lines) != 3 {
-		return "", "", "", fmt.Errorf("git rev-parse in %s: unexpected output %q", dir, out)
+	if len(lines) != 4 {
+		return nil, fmt.Errorf("git rev-parse in %s: unexpected output %q", abs, out)
 	}
 	if lines[0] != "true" {
-		return "", "", "", fmt.Errorf("%s is inside a git directory, not a work tree", dir)
+		return nil, fmt.Errorf("%s is inside a git directory, not a work tree", abs)
 	}
-	if top, err = filepath.EvalSymlinks(lines[2]); err != nil {
-		return "", "", "", err
+	if r.ObjectFormat = lines[3]; checkObjectFormat(r.ObjectFormat) != nil {
+		return nil, fmt.Errorf("repository %s: %w", lines[2], checkObjectFormat(r.ObjectFormat))
 	}
-	return top, lines[1], head, nil
+	if r.Top, err = filepath.EvalSymlinks(lines[2]); err != nil {
+		return nil, err
+	}
+	r.CommonDir = lines[1]
+	return r, nil
 }
 
 func (w *Workspace) shadow() shadow {
@@ -405,7 +457,8 @@ func (w *Workspace) shadow() shadow {
 
 func (w *Workspace) copyGitDir() string { return filepath.Join(w.Copy, ".git") }
 
-func (w *Workspace) prepareGit(ctx context.Context, src, top, commonDir, head string) error {
+func (w *Workspace) prepareGit(ctx context.Context, src string, repo *Repo) error {
+	top := repo.Top
 	w.Git = true
 	w.Source = top
 	if within(w.Dir, top) || within(top, w.Dir) {
@@ -416,21 +469,35 @@ func (w *Workspace) prepareGit(ctx context.Context, src, top, commonDir, head st
 		return err
 	}
 	w.Workdir = filepath.Join(w.Copy, rel)
-	objects := filepath.Join(commonDir, "objects")
+	objects := filepath.Join(repo.CommonDir, "objects")
 	if w.ReadOnlyPaths, err = alternatesChain(objects); err != nil {
 		return err
 	}
-	w.UserHead = head
+	w.UserHead, w.headTree, w.ObjectFormat = repo.Head, repo.HeadTree, repo.ObjectFormat
 
-	if _, err := userGit(ctx, top, "-c", "core.hooksPath=/dev/null", "clone", "--quiet", "--shared",
-		"--no-checkout", "--template=", "--", top, w.Copy); err != nil {
+	// The user's uncommitted state and refs are read while the copy is
+	// written: three git processes on the critical path become one.
+	status := goUserGit(ctx, top, "status", "--porcelain=v2", "-z", "--untracked-files=all", "--no-renames", "--ignore-submodules=none")
+	var refs <-chan gitResult
+	if w.UserHead != "" {
+		refs = goUserGit(ctx, top, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags")
+	}
+
+	// The copy's .git is what `git clone --shared --no-checkout` makes,
+	// written directly: origin is the user's repository, whose objects
+	// are reached through alternates (neither copied nor hard-linked: a
+	// hard link would let the agent rewrite the user's object files).
+	if err := os.Mkdir(w.Copy, 0o755); err != nil {
 		return err
 	}
-	home := filepath.Join(w.Dir, homeName)
-	cg := func(args ...string) ([]byte, error) {
-		return copyGit(ctx, w.copyGitDir(), w.Copy, home, args...)
+	origin := "[remote \"origin\"]\n\turl = " + configQuote(top) + "\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+	if err := initRepo(w.copyGitDir(), w.ObjectFormat, false, "refs/heads/"+w.Branch, objects, origin); err != nil {
+		return fmt.Errorf("create the copy's repository: %w", err)
 	}
 	if w.UserHead != "" {
+		if err := writeRef(w.copyGitDir(), "refs/heads/"+w.Branch, w.UserHead); err != nil {
+			return err
+		}
 		// Check out blob bytes exactly: the user's .gitattributes must not
 		// turn on eol conversion here (the shadow switches it off too, and
 		// the two must agree), and filters are not defined anyway.
@@ -438,14 +505,14 @@ func (w *Workspace) prepareGit(ctx context.Context, src, top, commonDir, head st
 		if err := writeFile(attrs, shadowAttributes); err != nil {
 			return err
 		}
-		if _, err := cg("-c", "checkout.workers=1", "checkout", "--quiet", "--no-recurse-submodules", "-b", w.Branch, w.UserHead); err != nil {
+		home := filepath.Join(w.Dir, homeName)
+		if _, err := copyGit(ctx, w.copyGitDir(), w.Copy, home, "-c", "checkout.workers=1", "read-tree", "--reset", "-u", w.UserHead); err != nil {
 			return err
 		}
 		if err := os.Remove(attrs); err != nil {
 			return err
 		}
-	} else {
-		if _, err := cg("symbolic-ref", "HEAD", "refs/heads/"+w.Branch); err != nil {
+		if err := w.writeOriginRefs(<-refs, repo.HeadRef); err != nil {
 			return err
 		}
 	}
@@ -465,7 +532,11 @@ func (w *Workspace) prepareGit(ctx context.Context, src, top, commonDir, head st
 		w.Warnings = append(w.Warnings, fmt.Sprintf("hidden path %q is committed in the repository: it is removed from the copy but its content stays readable through git objects", p))
 	}
 
-	if err := w.overlayUncommitted(ctx, top, dt); err != nil {
+	st := <-status
+	if st.err != nil {
+		return st.err
+	}
+	if err := w.overlayUncommitted(top, dt, st.out); err != nil {
 		return err
 	}
 	if err := w.makeBase(ctx); err != nil {
@@ -483,77 +554,160 @@ func (w *Workspace) prepareGit(ctx context.Context, src, top, commonDir, head st
 	return nil
 }
 
+type gitResult struct {
+	out []byte
+	err error
+}
+
+// goUserGit starts userGit in the background; its result arrives on the
+// channel (buffered: nobody has to read it).
+func goUserGit(ctx context.Context, dir string, args ...string) <-chan gitResult {
+	c := make(chan gitResult, 1)
+	go func() {
+		out, err := userGit(ctx, dir, args...)
+		c <- gitResult{out, err}
+	}()
+	return c
+}
+
+// writeOriginRefs gives the copy the user's branches as origin's
+// remote-tracking branches, the user's tags, and origin/HEAD on the branch
+// the user is on, as a clone would: refs is for-each-ref's
+// "<id> <name>" lines.
+func (w *Workspace) writeOriginRefs(refs gitResult, headRef string) error {
+	if refs.err != nil {
+		return refs.err
+	}
+	var packed strings.Builder
+	for _, line := range strings.Split(string(refs.out), "\n") {
+		if line == "" {
+			continue
+		}
+		id, name, ok := strings.Cut(line, " ")
+		if !ok || !isHex40(id) {
+			return fmt.Errorf("git for-each-ref: unexpected line %q", line)
+		}
+		if b, ok := strings.CutPrefix(name, "refs/heads/"); ok {
+			name = "refs/remotes/origin/" + b
+		} else if !strings.HasPrefix(name, "refs/tags/") {
+			continue
+		}
+		packed.WriteString(id + " " + name + "\n")
+	}
+	gitDir := w.copyGitDir()
+	if err := os.WriteFile(filepath.Join(gitDir, "packed-refs"), []byte(packed.String()), 0o644); err != nil {
+		return err
+	}
+	if b, ok := strings.CutPrefix(headRef, "refs/heads/"); ok {
+		p := filepath.Join(gitDir, "refs", "remotes", "origin", "HEAD")
+		if err := writeFile(p, "ref: refs/remotes/origin/"+b+"\n"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // overlayUncommitted makes the copy match the user's work tree: staged and
 // unstaged changes, deletions, and untracked files that are not ignored.
-func (w *Workspace) overlayUncommitted(ctx context.Context, top string, dt *dirTree) error {
-	var lists [][]byte
-	if w.UserHead != "" {
-		out, err := userGit(ctx, top, "ls-files", "-z", "--modified", "--others", "--exclude-standard")
-		if err != nil {
-			return err
-		}
-		lists = append(lists, out)
-		out, err = userGit(ctx, top, "diff-index", "--cached", "--name-only", "--no-renames", "-z", w.UserHead)
-		if err != nil {
-			return err
-		}
-		lists = append(lists, out)
-	} else {
-		out, err := userGit(ctx, top, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-		if err != nil {
-			return err
-		}
-		lists = append(lists, out)
+// status is `git status --porcelain=v2 -z --untracked-files=all
+// --no-renames` of the user's repository.
+func (w *Workspace) overlayUncommitted(top string, dt *dirTree, status []byte) error {
+	paths, err := parseStatus(status)
+	if err != nil {
+		return err
 	}
-	seen := map[string]bool{}
 	st, err := openTree(top)
 	if err != nil {
 		return err
 	}
 	defer st.close()
-	for _, l := range lists {
-		for _, p := range bytes.Split(l, []byte{0}) {
-			rel := string(p)
-			if rel == "" || seen[rel] {
-				continue
-			}
-			seen[rel] = true
-			if strings.HasSuffix(rel, "/") {
-				w.Notes = append(w.Notes, Note{Path: strings.TrimSuffix(rel, "/"), Reason: "nested git repository not copied"})
-				continue
-			}
-			if w.hidden.match(rel) {
-				w.Hidden = appendUnique(w.Hidden, rel)
-				continue
-			}
-			sst, err := st.lstat(rel)
-			if err != nil {
-				if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP {
-					// Deleted in the user's work tree (or only reachable
-					// through a symlink, which is not the same file).
-					w.overlaid = true
-					if err := dt.remove(rel); err != nil {
-						return fmt.Errorf("remove %q from the copy: %w", rel, err)
-					}
-					continue
+	for _, rel := range paths {
+		if strings.HasSuffix(rel, "/") {
+			w.Notes = append(w.Notes, Note{Path: strings.TrimSuffix(rel, "/"), Reason: "nested git repository not copied"})
+			continue
+		}
+		if w.hidden.match(rel) {
+			w.Hidden = appendUnique(w.Hidden, rel)
+			continue
+		}
+		sst, err := st.lstat(rel)
+		if err != nil {
+			if err == unix.ENOENT || err == unix.ENOTDIR || err == unix.ELOOP {
+				// Deleted in the user's work tree (or only reachable
+				// through a symlink, which is not the same file).
+				w.overlaid = true
+				if err := dt.remove(rel); err != nil {
+					return fmt.Errorf("remove %q from the copy: %w", rel, err)
 				}
-				return fmt.Errorf("stat %q in %s: %w", rel, top, err)
-			}
-			if sst.Mode&unix.S_IFMT == unix.S_IFDIR {
-				w.Notes = append(w.Notes, Note{Path: rel, Reason: "submodule contents not copied"})
 				continue
 			}
-			w.overlaid = true
-			n, err := copyEntry(st, dt, rel)
-			if err != nil {
-				return err
-			}
-			if n != nil {
-				w.Notes = append(w.Notes, *n)
-			}
+			return fmt.Errorf("stat %q in %s: %w", rel, top, err)
+		}
+		if sst.Mode&unix.S_IFMT == unix.S_IFDIR {
+			w.Notes = append(w.Notes, Note{Path: rel, Reason: "submodule contents not copied"})
+			continue
+		}
+		w.overlaid = true
+		n, err := copyEntry(st, dt, rel)
+		if err != nil {
+			return err
+		}
+		if n != nil {
+			w.Notes = append(w.Notes, *n)
 		}
 	}
 	return nil
+}
+
+// parseStatus returns, once each and in order, the paths `git status
+// --porcelain=v2 -z` reports as changed in the index or the work tree,
+// unmerged, or untracked (a nested repository as "dir/"). A rename record
+// gives both of its paths.
+func parseStatus(b []byte) ([]string, error) {
+	var paths []string
+	seen := map[string]bool{}
+	add := func(p string) {
+		if p != "" && !seen[p] {
+			seen[p] = true
+			paths = append(paths, p)
+		}
+	}
+	recs := bytes.Split(b, []byte{0})
+	for i := 0; i < len(recs); i++ {
+		rec := string(recs[i])
+		if rec == "" {
+			continue
+		}
+		// Fields before the path: "1" has 8, "2" 9 (then the original
+		// path as the next record), "u" 10, "?" and "!" none.
+		fields := 0
+		switch rec[0] {
+		case '#', '!':
+			continue
+		case '?':
+			fields = 1
+		case '1':
+			fields = 8
+		case '2':
+			fields = 9
+		case 'u':
+			fields = 10
+		default:
+			return nil, fmt.Errorf("git status: unexpected record %q", rec)
+		}
+		parts := strings.SplitN(rec, " ", fields+1)
+		if len(parts) != fields+1 {
+			return nil, fmt.Errorf("git status: malformed record %q", rec)
+		}
+		add(parts[fields])
+		if rec[0] == '2' {
+			if i++; i >= len(recs) || len(recs[i]) == 0 {
+				return nil, fmt.Errorf("git status: rename record %q without its original path", rec)
+			}
+			add(string(recs[i]))
+		}
+	}
+	return paths, nil
 }
 
 func appendUnique(s []string, v string) []string {
@@ -619,9 +773,8 @@ func (w *Workspace) preparePlain(ctx context.Context, src string) error {
 	}
 	w.Notes = append(w.Notes, notes...)
 	w.Hidden = append(w.Hidden, hidden...)
-	home := filepath.Join(w.Dir, homeName)
-	if _, err := copyGit(ctx, w.copyGitDir(), "", home, "init", "--quiet", "--template=", "--initial-branch="+w.Branch); err != nil {
-		return err
+	if err := initRepo(w.copyGitDir(), "", false, "refs/heads/"+w.Branch, "", ""); err != nil {
+		return fmt.Errorf("create the copy's repository: %w", err)
 	}
 	return w.makeBase(ctx)
 }
@@ -631,16 +784,15 @@ func (w *Workspace) preparePlain(ctx context.Context, src string) error {
 // and index so that the agent's `git status` starts clean.
 func (w *Workspace) makeBase(ctx context.Context) error {
 	sh := w.shadow()
-	if _, err := (shadow{gitDir: sh.gitDir, home: sh.home}).git(ctx, "init", "--quiet", "--template="); err != nil {
-		return err
+	alternate := ""
+	if len(w.ReadOnlyPaths) > 0 {
+		alternate = w.ReadOnlyPaths[0]
+	}
+	if err := initRepo(sh.gitDir, w.ObjectFormat, true, "refs/heads/master", alternate, ""); err != nil {
+		return fmt.Errorf("create the shadow repository: %w", err)
 	}
 	if err := writeFile(filepath.Join(sh.gitDir, "info", "attributes"), shadowAttributes); err != nil {
 		return err
-	}
-	if len(w.ReadOnlyPaths) > 0 {
-		if err := writeFile(filepath.Join(sh.gitDir, "objects", "info", "alternates"), w.ReadOnlyPaths[0]+"\n"); err != nil {
-			return err
-		}
 	}
 	copyIndex := filepath.Join(w.copyGitDir(), "index")
 	if _, err := os.Lstat(copyIndex); err == nil {
@@ -660,32 +812,23 @@ func (w *Workspace) makeBase(ctx context.Context) error {
 			return err
 		}
 		if len(skipped) == 0 && excludes == "" {
-			w.Base = w.UserHead
-			return sh.updateRefs(ctx, map[string]string{"refs/enclave/base": w.Base, "refs/heads/" + w.Branch: w.Base})
+			w.Base, w.BaseTree = w.UserHead, w.headTree
+			return w.setShadowRefs()
 		}
 	}
-	tree, skipped, err := w.stage(ctx)
+	tree, skipped, err := w.stage(ctx, true)
 	if err != nil {
 		return err
 	}
 	w.Notes = append(w.Notes, skipped...)
-	w.Base = w.UserHead
-	if w.UserHead != "" {
-		headTree, err := sh.git(ctx, "rev-parse", w.UserHead+"^{tree}")
-		if err != nil {
-			return err
-		}
-		if strings.TrimSpace(string(headTree)) != tree {
-			w.Base = ""
-		}
-	}
-	if w.Base == "" {
+	w.Base, w.BaseTree = w.UserHead, tree
+	if w.UserHead == "" || w.headTree != tree {
 		msg := "enclave: base of session " + w.Session + "\n\nThe state of " + w.Source + " when the session started.\n"
-		if w.Base, err = w.commitTree(ctx, tree, w.UserHead, msg); err != nil {
+		if w.Base, err = w.commitTree(tree, w.UserHead, msg); err != nil {
 			return err
 		}
 	}
-	if err := sh.updateRefs(ctx, map[string]string{"refs/enclave/base": w.Base, "refs/heads/" + w.Branch: w.Base}); err != nil {
+	if err := w.setShadowRefs(); err != nil {
 		return err
 	}
 	if w.Base == w.UserHead {
@@ -696,33 +839,31 @@ func (w *Workspace) makeBase(ctx context.Context) error {
 	if err := copyObjects(filepath.Join(sh.gitDir, "objects"), filepath.Join(w.copyGitDir(), "objects")); err != nil {
 		return err
 	}
-	if _, err := copyGit(ctx, w.copyGitDir(), w.Copy, sh.home, "update-ref", "refs/heads/"+w.Branch, w.Base); err != nil {
+	if err := writeRef(w.copyGitDir(), "refs/heads/"+w.Branch, w.Base); err != nil {
 		return err
 	}
 	return copyFile(filepath.Join(sh.gitDir, "index"), copyIndex)
 }
 
-func (w *Workspace) commitTree(ctx context.Context, tree, parent, msg string) (string, error) {
-	args := []string{"commit-tree", tree}
-	if parent != "" {
-		args = append(args, "-p", parent)
+// setShadowRefs points the shadow's base ref and branch at Base.
+func (w *Workspace) setShadowRefs() error {
+	gitDir := w.shadow().gitDir
+	for _, ref := range []string{"refs/enclave/base", "refs/heads/" + w.Branch} {
+		if err := writeRef(gitDir, ref, w.Base); err != nil {
+			return err
+		}
 	}
-	c := w.shadow().cmd(args...)
-	now := time.Now().UTC().Format(time.RFC3339)
-	c.env = append(c.env,
-		"GIT_AUTHOR_NAME=enclave session "+w.Session,
-		"GIT_AUTHOR_EMAIL=enclave@localhost",
-		"GIT_COMMITTER_NAME=enclave",
-		"GIT_COMMITTER_EMAIL=enclave@localhost",
-		"GIT_AUTHOR_DATE="+now,
-		"GIT_COMMITTER_DATE="+now,
-	)
-	c.stdin = strings.NewReader(msg)
-	out, err := c.run(ctx)
-	if err != nil {
-		return "", err
+	return nil
+}
+
+// commitTree writes a commit of tree with parent (none when "") to the
+// shadow, authored by the session, and returns its id.
+func (w *Workspace) commitTree(tree, parent, msg string) (string, error) {
+	if !isHex40(tree) {
+		return "", fmt.Errorf("commit: bad tree id %q", tree)
 	}
-	return strings.TrimSpace(string(out)), nil
+	body := commitObject(tree, parent, "enclave session "+w.Session+" <enclave@localhost>", "enclave <enclave@localhost>", time.Now(), msg)
+	return writeObject(filepath.Join(w.shadow().gitDir, "objects"), w.ObjectFormat, "commit", body)
 }
 
 // alternatesChain returns objects and every objects directory it borrows
