@@ -22,7 +22,7 @@ trap 'rm -rf "$tmp"' EXIT
 CGO_ENABLED=0 go build -o "$tmp/" ./cmd/enclave ./cmd/enclave-init
 chmod 755 "$tmp" "$tmp/enclave" "$tmp/enclave-init"
 
-export ENCLAVE_STATE="$tmp/state" GIT_CONFIG_NOSYSTEM=1
+export ENCLAVE_STATE_DIR="$tmp/state" GIT_CONFIG_NOSYSTEM=1
 export GIT_AUTHOR_NAME=bench GIT_AUTHOR_EMAIL=bench@example.com GIT_COMMITTER_NAME=bench GIT_COMMITTER_EMAIL=bench@example.com
 repo="$tmp/repo"
 mkdir "$repo"

@@ -293,6 +293,63 @@ func (l *Log) Append(ctx context.Context, ev Event) (Entry, error) {
 	}
 }
 
+// AppendAll records evs in order, as Append would one after the other,
+// and returns once all are durable. They are queued together, so they
+// usually share one commit and one fsync. If any fails it returns the
+// first error; the events before it may be recorded.
+func (l *Log) AppendAll(ctx context.Context, evs ...Event) ([]Entry, error) {
+	if l.key == nil {
+		return nil, ErrReadOnly
+	}
+	reqs := make([]*appendReq, len(evs))
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Time.IsZero() {
+			ev.Time = l.opts.Now()
+		}
+		body, err := encodeBody(ev)
+		if err != nil {
+			return nil, fmt.Errorf("append %s event: %w", ev.Kind, err)
+		}
+		reqs[i] = &appendReq{body: body, session: ev.Session, kind: ev.Kind, decision: ev.Decision, time: ev.Time.UTC(), done: make(chan appendResult, 1)}
+	}
+	l.mu.RLock()
+	if l.closed {
+		l.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	sent := 0
+	for _, r := range reqs {
+		select {
+		case l.reqs <- r:
+			sent++
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	l.mu.RUnlock()
+	entries := make([]Entry, sent)
+	var first error
+	for i, r := range reqs[:sent] {
+		select {
+		case res := <-r.done:
+			entries[i] = res.e
+			if res.err != nil && first == nil {
+				first = res.err
+			}
+		case <-ctx.Done():
+			if first == nil {
+				first = fmt.Errorf("append %s event: %w (it may still be recorded)", evs[i].Kind, ctx.Err())
+			}
+		}
+	}
+	if first == nil && sent < len(reqs) {
+		first = fmt.Errorf("append %s event: %w", evs[sent].Kind, ctx.Err())
+	}
+	return entries, first
+}
+
 // Checkpoint signs and stores a checkpoint of the log as this process
 // last wrote it, unless the newest checkpoint already covers it, and
 // returns it.

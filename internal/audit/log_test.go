@@ -503,3 +503,51 @@ func TestFollowAnotherProcess(t *testing.T) {
 		}
 	}
 }
+
+// AppendAll records its events in order, durably, each at the next seq;
+// an invalid event fails the call, and a closed log refuses it.
+func TestAppendAll(t *testing.T) {
+	ctx := context.Background()
+	st := store.NewMemory()
+	k := fixedKey(t)
+	l := openLog(t, st, k, audit.Options{})
+	if _, err := l.Append(ctx, testEvent(0)); err != nil {
+		t.Fatal(err)
+	}
+	evs := []audit.Event{testEvent(1), testEvent(2), testEvent(3)}
+	ents, err := l.AppendAll(ctx, evs...)
+	if err != nil {
+		t.Fatalf("AppendAll = %v", err)
+	}
+	for i, e := range ents {
+		if e.Seq != int64(i+1) {
+			t.Errorf("entry %d seq = %d, want %d", i, e.Seq, i+1)
+		}
+	}
+	bad := testEvent(4)
+	bad.Kind = ""
+	if _, err := l.AppendAll(ctx, testEvent(5), bad); err == nil {
+		t.Error("AppendAll with an invalid event = nil error")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.AppendAll(ctx, testEvent(6)); !errors.Is(err, audit.ErrClosed) {
+		t.Errorf("AppendAll after Close = %v, want ErrClosed", err)
+	}
+	var kinds []string
+	err = audit.Records(ctx, st, audit.Filter{}, func(r audit.Record) error {
+		kinds = append(kinds, r.Event.Kind)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{testEvent(0).Kind, evs[0].Kind, evs[1].Kind, evs[2].Kind}
+	if strings.Join(kinds, ",") != strings.Join(want, ",") {
+		t.Errorf("recorded kinds = %v, want %v (the invalid call records nothing)", kinds, want)
+	}
+	if _, err := audit.Verify(ctx, st, audit.VerifyOptions{Verifier: verifier(t, k)}); err != nil {
+		t.Errorf("Verify = %v", err)
+	}
+}

@@ -17,6 +17,23 @@ import (
 // $ENCLAVE_STATE_DIR, else $XDG_STATE_HOME/enclave, else
 // ~/.local/state/enclave. It is created 0700. The sandbox never mounts it.
 func (e *Env) stateDir() (string, error) {
+	dir, err := e.stateDirPath()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("create state directory: %w", err)
+	}
+	// MkdirAll leaves an existing directory's mode alone; tighten it, since
+	// it holds the signing key and the session copies.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("secure state directory: %w", err)
+	}
+	return dir, nil
+}
+
+// stateDirPath is stateDir without creating it.
+func (e *Env) stateDirPath() (string, error) {
 	dir := e.getenv("ENCLAVE_STATE_DIR")
 	if dir == "" {
 		if x := e.getenv("XDG_STATE_HOME"); x != "" {
@@ -35,15 +52,18 @@ func (e *Env) stateDir() (string, error) {
 	if !filepath.IsAbs(dir) {
 		return "", fmt.Errorf("state directory %q is not an absolute path", dir)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("create state directory: %w", err)
-	}
-	// MkdirAll leaves an existing directory's mode alone; tighten it, since
-	// it holds the signing key and the session copies.
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return "", fmt.Errorf("secure state directory: %w", err)
-	}
 	return dir, nil
+}
+
+// stateExists reports whether the state directory has been set up (its
+// signing key exists), so that opening it creates nothing.
+func (e *Env) stateExists() bool {
+	dir, err := e.stateDirPath()
+	if err != nil {
+		return false
+	}
+	_, err = os.Lstat(filepath.Join(dir, keyPrivate))
+	return err == nil
 }
 
 // state is the opened state directory: the store and, for commands that

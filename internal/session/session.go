@@ -361,12 +361,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	// guarantees it): from here the copy is untrusted data at rest.
 	ectx := context.WithoutCancel(ctx)
 	change, snapErr := ws.Snapshot(ectx)
+	var final []pending
 	if snapErr == nil {
 		res.Change = change
 		sess.FilesChanged = len(change.Files)
-		if err := rec.append(ectx, "diff", "", "enclave", diffData(change)); err != nil {
-			return fail(err)
-		}
+		final = append(final, pending{kind: "diff", actor: "enclave", data: diffData(change)})
 	} else {
 		log.Error("snapshot", "err", snapErr)
 	}
@@ -388,7 +387,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if snapErr != nil {
 		endData["snapshot_error"] = snapErr.Error()
 	}
-	if err := rec.append(ectx, "session.end", "", "enclave", endData); err != nil {
+	// The change and the end are recorded together: one commit.
+	final = append(final, pending{kind: "session.end", actor: "enclave", data: endData})
+	if err := rec.appendAll(ectx, final...); err != nil {
+		sess.State = store.StateFailed
+		_ = o.Store.UpdateSession(ectx, sess)
 		return nil, err
 	}
 	if err := o.Store.UpdateSession(ectx, sess); err != nil {
@@ -580,17 +583,55 @@ func (r *recorder) append(ctx context.Context, kind, decision, actor string, dat
 	}
 	_, err = r.log.Append(ctx, audit.Event{Session: r.session, Kind: kind, Actor: actor, Decision: decision, Data: raw})
 	if err != nil {
-		r.mu.Lock()
-		first := !r.broken
-		r.broken = true
-		kill := r.kill
-		r.mu.Unlock()
-		// An unrecordable action is refused by the caller; a log that
-		// cannot record at all ends the session.
-		if first && kill != nil {
-			kill()
+		return r.broke(fmt.Errorf("record %s event: %w", kind, err))
+	}
+	return nil
+}
+
+// broke marks the log as failed and returns err. An unrecordable action is
+// refused by the caller; a log that cannot record at all ends the session.
+func (r *recorder) broke(err error) error {
+	r.mu.Lock()
+	first := !r.broken
+	r.broken = true
+	kill := r.kill
+	r.mu.Unlock()
+	if first && kill != nil {
+		kill()
+	}
+	return err
+}
+
+// pending is an event for appendAll.
+type pending struct {
+	kind, decision, actor string
+	data                  any
+}
+
+// appendAll records evs in order as append would, in one commit when the
+// log can (audit.Log.AppendAll).
+func (r *recorder) appendAll(ctx context.Context, evs ...pending) error {
+	batch, ok := r.log.(interface {
+		AppendAll(context.Context, ...audit.Event) ([]audit.Entry, error)
+	})
+	if !ok {
+		for _, ev := range evs {
+			if err := r.append(ctx, ev.kind, ev.decision, ev.actor, ev.data); err != nil {
+				return err
+			}
 		}
-		return fmt.Errorf("record %s event: %w", kind, err)
+		return nil
+	}
+	aevs := make([]audit.Event, len(evs))
+	for i, ev := range evs {
+		raw, err := json.Marshal(ev.data)
+		if err != nil {
+			return fmt.Errorf("encode %s event: %w", ev.kind, err)
+		}
+		aevs[i] = audit.Event{Session: r.session, Kind: ev.kind, Actor: ev.actor, Decision: ev.decision, Data: raw}
+	}
+	if _, err := batch.AppendAll(ctx, aevs...); err != nil {
+		return r.broke(fmt.Errorf("record %s events: %w", evs[0].kind, err))
 	}
 	return nil
 }

@@ -173,3 +173,38 @@ func FuzzParseStatus(f *testing.F) {
 		}
 	})
 }
+
+// The shadow index is known to hold the last tree written from it until
+// the file changes; a stage that finds it unchanged needs no write-tree.
+func TestIndexTreeTracksTheIndexFile(t *testing.T) {
+	testEnv(t)
+	repo := newRepo(t, map[string]string{"a.txt": "one\n"})
+	w := prepare(t, repo)
+	if got := w.indexTree(); got != w.BaseTree {
+		t.Fatalf("indexTree after Prepare = %q, want BaseTree %q", got, w.BaseTree)
+	}
+	ctx := context.Background()
+	tree, _, err := w.stage(ctx, true)
+	if err != nil || tree != w.BaseTree {
+		t.Fatalf("stage of an unchanged copy = %q, %v; want BaseTree", tree, err)
+	}
+	writeT(t, filepath.Join(w.Copy, "a.txt"), "two\n")
+	tree2, _, err := w.stage(ctx, false)
+	if err != nil || tree2 == w.BaseTree {
+		t.Fatalf("stage after an edit = %q, %v; want a new tree", tree2, err)
+	}
+	if got := w.indexTree(); got != tree2 {
+		t.Errorf("indexTree = %q, want the staged %q", got, tree2)
+	}
+	// Anything else writing the index makes the recorded tree unknown.
+	if _, err := w.shadow().git(ctx, "read-tree", w.BaseTree); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.indexTree(); got != "" {
+		t.Errorf("indexTree after another write = %q, want unknown", got)
+	}
+	c := snapshot(t, w)
+	if f := filesByPath(c); len(f) != 1 || f["a.txt"].Status != Modified {
+		t.Errorf("snapshot = %+v, want a.txt modified", c.Files)
+	}
+}

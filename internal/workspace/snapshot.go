@@ -267,12 +267,20 @@ func (w *Workspace) stage(ctx context.Context, filter bool) (string, []Note, err
 	if _, err := sh.git(ctx, "-c", "advice.addEmbeddedRepo=false", "add", "--all"); err != nil {
 		return "", nil, err
 	}
+	if tree := w.indexTree(); tree != "" {
+		// git add found nothing to change (it leaves the index file alone
+		// then): the tree is the one last written from it, already
+		// filtered.
+		return tree, skipped, nil
+	}
 	if !filter {
 		tree, err := sh.git(ctx, "write-tree")
 		if err != nil {
 			return "", nil, err
 		}
-		return strings.TrimSpace(string(tree)), skipped, nil
+		t := strings.TrimSpace(string(tree))
+		w.noteIndex(t)
+		return t, skipped, nil
 	}
 	// Authoritative filter: whatever git staged, hidden paths and new
 	// gitlinks do not go into the tree.
@@ -327,7 +335,46 @@ func (w *Workspace) unstage(ctx context.Context, paths []string) (string, error)
 	if err != nil {
 		return "", err
 	}
-	return strings.TrimSpace(string(tree)), nil
+	t := strings.TrimSpace(string(tree))
+	w.noteIndex(t)
+	return t, nil
+}
+
+// indexFile identifies the shadow's index file as it is on disk. git
+// writes an index by renaming a new file over it, so a rewrite always
+// changes the inode.
+type indexFile struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+func (w *Workspace) statIndex() (indexFile, bool) {
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(w.shadow().gitDir, "index"), &st); err != nil {
+		return indexFile{}, false
+	}
+	return indexFile{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}, true
+}
+
+// noteIndex records that the shadow index, as it is now, holds tree.
+func (w *Workspace) noteIndex(tree string) {
+	w.idx, w.idxTree = indexFile{}, ""
+	if f, ok := w.statIndex(); ok {
+		w.idx, w.idxTree = f, tree
+	}
+}
+
+// indexTree returns the tree the shadow index holds if it is unchanged
+// since noteIndex, else "".
+func (w *Workspace) indexTree() string {
+	if w.idxTree == "" {
+		return ""
+	}
+	if f, ok := w.statIndex(); ok && f == w.idx {
+		return w.idxTree
+	}
+	return ""
 }
 
 // baseGitlinks returns the submodule paths of the base tree (the only

@@ -201,7 +201,11 @@ type Workspace struct {
 	cpHead, cpTree string
 	// headTree is UserHead's tree (set while preparing).
 	headTree string
-	hidden   *matcher
+	// idx and idxTree: the shadow index file as last written by this
+	// process and the tree it holds (see noteIndex).
+	idx     indexFile
+	idxTree string
+	hidden  *matcher
 }
 
 // validSessionChars reports whether id matches
@@ -813,6 +817,7 @@ func (w *Workspace) makeBase(ctx context.Context) error {
 		}
 		if len(skipped) == 0 && excludes == "" {
 			w.Base, w.BaseTree = w.UserHead, w.headTree
+			w.noteIndex(w.BaseTree)
 			return w.setShadowRefs()
 		}
 	}
@@ -1073,6 +1078,7 @@ func (w *Workspace) Chown(ctx context.Context, uid, gid int) error {
 		return fmt.Errorf("chown workspace copy: %w", err)
 	}
 	sh := w.shadow()
+	tree := w.indexTree()
 	// Exit status 1 only means "some entries need updating"; -q keeps going.
 	if _, err := sh.git(ctx, "update-index", "-q", "--refresh"); err != nil {
 		var ge *gitError
@@ -1080,6 +1086,9 @@ func (w *Workspace) Chown(ctx context.Context, uid, gid int) error {
 		if !errors.As(err, &ge) || !errors.As(ge.err, &ee) || ee.ExitCode() != 1 {
 			return fmt.Errorf("chown workspace copy: refresh index: %w", err)
 		}
+	}
+	if tree != "" {
+		w.noteIndex(tree) // refreshed stat data, the same entries
 	}
 	idx := filepath.Join(w.copyGitDir(), "index")
 	if _, err := os.Lstat(idx); err == nil {
