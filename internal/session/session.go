@@ -328,10 +328,17 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			})
 		})
 	}
+	// The disk watch stops as soon as the agent is gone: closing its
+	// inotify instance waits for the kernel to retire every watch (an RCU
+	// grace period, 5-15 ms here), which then overlaps the snapshot
+	// instead of delaying enclave's exit.
+	diskStop := make(chan struct{})
+	stopDisk := sync.OnceFunc(func() { close(diskStop) })
+	defer stopDisk()
 	if disk != nil {
 		d := disk.max
 		initPid := sb.Pid()
-		go disk.run(ctx, stopFwd, func() []int { return descendants(initPid) }, func(size int64) {
+		go disk.run(ctx, diskStop, func() []int { return descendants(initPid) }, func(size int64) {
 			// Stop the writer first; the record follows.
 			_ = sb.Signal(killSignal)
 			rec.addBlocked(Blocked{Kind: "limit", What: "workspace disk", Reason: fmt.Sprintf("the workspace grew by %d bytes, over limits.disk %d", size, d)})
@@ -342,6 +349,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	code, waitErr := sb.Wait()
+	stopDisk()
 	_ = proxy.Close()
 	if gw != nil {
 		gw.sess.End()
