@@ -6,7 +6,8 @@
 #
 # The peer is what a careful wrapper around bubblewrap has to do to give an
 # agent the same thing enclave does, minus what bubblewrap cannot: a
-# shared clone of the repository on a new branch, bubblewrap with the same
+# shared clone of the repository on a new branch (without git's sample
+# hooks, as enclave's copy has none), bubblewrap with the same
 # namespaces and view running /bin/true in it, and a commit of whatever the
 # agent left (git add -A, commit). It has no egress proxy, DNS, audit log,
 # Landlock, seccomp or exec record, so it is a floor, not an equal.
