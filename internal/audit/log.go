@@ -265,14 +265,10 @@ func (l *Log) Append(ctx context.Context, ev Event) (Entry, error) {
 	if l.key == nil {
 		return Entry{}, ErrReadOnly
 	}
-	if ev.Time.IsZero() {
-		ev.Time = l.opts.Now()
-	}
-	body, err := encodeBody(&ev)
+	r, err := l.newReq(&ev)
 	if err != nil {
-		return Entry{}, fmt.Errorf("append %s event: %w", ev.Kind, err)
+		return Entry{}, err
 	}
-	r := &appendReq{body: body, session: ev.Session, kind: ev.Kind, decision: ev.Decision, time: ev.Time.UTC(), done: make(chan appendResult, 1)}
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -303,15 +299,11 @@ func (l *Log) AppendAll(ctx context.Context, evs ...Event) ([]Entry, error) {
 	}
 	reqs := make([]*appendReq, len(evs))
 	for i := range evs {
-		ev := &evs[i]
-		if ev.Time.IsZero() {
-			ev.Time = l.opts.Now()
-		}
-		body, err := encodeBody(ev)
+		r, err := l.newReq(&evs[i])
 		if err != nil {
-			return nil, fmt.Errorf("append %s event: %w", ev.Kind, err)
+			return nil, err
 		}
-		reqs[i] = &appendReq{body: body, session: ev.Session, kind: ev.Kind, decision: ev.Decision, time: ev.Time.UTC(), done: make(chan appendResult, 1)}
+		reqs[i] = r
 	}
 	l.mu.RLock()
 	if l.closed {
@@ -348,6 +340,18 @@ func (l *Log) AppendAll(ctx context.Context, evs ...Event) ([]Entry, error) {
 		first = fmt.Errorf("append %s event: %w", evs[sent].Kind, ctx.Err())
 	}
 	return entries, first
+}
+
+// newReq encodes ev (stamped now if it has no time) for the writer.
+func (l *Log) newReq(ev *Event) (*appendReq, error) {
+	if ev.Time.IsZero() {
+		ev.Time = l.opts.Now()
+	}
+	body, err := encodeBody(ev)
+	if err != nil {
+		return nil, fmt.Errorf("append %s event: %w", ev.Kind, err)
+	}
+	return &appendReq{body: body, session: ev.Session, kind: ev.Kind, decision: ev.Decision, time: ev.Time.UTC(), done: make(chan appendResult, 1)}, nil
 }
 
 // Checkpoint signs and stores a checkpoint of the log as this process

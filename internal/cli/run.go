@@ -130,30 +130,10 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 	if err != nil {
 		return nil, err
 	}
-	// A state directory that is already set up (database, audit log,
-	// signing key) opens while git locates the repository and the policy
-	// is checked; whoever returns first without it closes it. A new one is
-	// created only once the policy is known to be good.
-	type opened struct {
-		st  *state
-		err error
-	}
-	var stc chan opened
-	if e.stateExists() {
-		stc = make(chan opened, 1)
-		go func() {
-			st, err := e.openState(ctx)
-			stc <- opened{st, err}
-		}()
-	}
-	var st *state
-	defer func() {
-		if st == nil && stc != nil {
-			if o := <-stc; o.st != nil {
-				o.st.Close()
-			}
-		}
-	}()
+	// A state directory that is already set up opens while git locates
+	// the repository and the policy is checked.
+	opening := e.openStateEarly(ctx)
+	defer opening.discard()
 	// One git process answers where the repository is, for this and for
 	// the workspace (which would otherwise ask again). Its top level holds
 	// enclave.yaml, enclave.cedar and enclave.review.yaml, wherever in the
@@ -212,17 +192,10 @@ func (e *Env) runSession(ctx context.Context, f *runFlags, argv []string, tweak 
 	if tweak != nil {
 		tweak(prof)
 	}
-	var o opened
-	if stc == nil {
-		o.st, o.err = e.openState(ctx)
-	} else {
-		o = <-stc
-		stc = nil // taken
+	st, err := opening.take()
+	if err != nil {
+		return nil, err
 	}
-	if o.err != nil {
-		return nil, o.err
-	}
-	st = o.st
 	defer st.Close()
 
 	stdin, stdout, stderr := fileOr(e.Stdin, os.Stdin), fileOr(e.Stdout, os.Stdout), fileOr(e.Stderr, os.Stderr)

@@ -66,6 +66,54 @@ func (e *Env) stateExists() bool {
 	return err == nil
 }
 
+// stateOpening is a state being opened while its caller does other work.
+type stateOpening struct {
+	e     *Env
+	ctx   context.Context
+	c     chan stateResult // nil when not started early
+	taken bool
+}
+
+type stateResult struct {
+	st  *state
+	err error
+}
+
+// openStateEarly starts opening a state directory that is already set up
+// (opening it then creates nothing), so that the work overlaps the
+// caller's. take returns it, opening it only then if it was not set up, so
+// that a new state directory is created only when the caller gets that far;
+// discard closes it if take was never called.
+func (e *Env) openStateEarly(ctx context.Context) *stateOpening {
+	p := &stateOpening{e: e, ctx: ctx}
+	if e.stateExists() {
+		p.c = make(chan stateResult, 1)
+		go func() {
+			st, err := e.openState(ctx)
+			p.c <- stateResult{st, err}
+		}()
+	}
+	return p
+}
+
+func (p *stateOpening) take() (*state, error) {
+	p.taken = true
+	if p.c == nil {
+		return p.e.openState(p.ctx)
+	}
+	r := <-p.c
+	return r.st, r.err
+}
+
+func (p *stateOpening) discard() {
+	if p.taken || p.c == nil {
+		return
+	}
+	if r := <-p.c; r.st != nil {
+		r.st.Close()
+	}
+}
+
 // state is the opened state directory: the store and, for commands that
 // write, the audit log.
 type state struct {

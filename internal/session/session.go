@@ -585,12 +585,11 @@ type recorder struct {
 const maxBlockedKept = 100
 
 func (r *recorder) append(ctx context.Context, kind, decision, actor string, data any) error {
-	raw, err := json.Marshal(data)
+	ev, err := r.event(pending{kind: kind, decision: decision, actor: actor, data: data})
 	if err != nil {
-		return fmt.Errorf("encode %s event: %w", kind, err)
+		return err
 	}
-	_, err = r.log.Append(ctx, audit.Event{Session: r.session, Kind: kind, Actor: actor, Decision: decision, Data: raw})
-	if err != nil {
+	if _, err := r.log.Append(ctx, ev); err != nil {
 		return r.broke(fmt.Errorf("record %s event: %w", kind, err))
 	}
 	return nil
@@ -610,7 +609,16 @@ func (r *recorder) broke(err error) error {
 	return err
 }
 
-// pending is an event for appendAll.
+// event is the session's audit event for ev.
+func (r *recorder) event(ev pending) (audit.Event, error) {
+	raw, err := json.Marshal(ev.data)
+	if err != nil {
+		return audit.Event{}, fmt.Errorf("encode %s event: %w", ev.kind, err)
+	}
+	return audit.Event{Session: r.session, Kind: ev.kind, Actor: ev.actor, Decision: ev.decision, Data: raw}, nil
+}
+
+// pending is an event for append and appendAll.
 type pending struct {
 	kind, decision, actor string
 	data                  any
@@ -632,11 +640,10 @@ func (r *recorder) appendAll(ctx context.Context, evs ...pending) error {
 	}
 	aevs := make([]audit.Event, len(evs))
 	for i, ev := range evs {
-		raw, err := json.Marshal(ev.data)
-		if err != nil {
-			return fmt.Errorf("encode %s event: %w", ev.kind, err)
+		var err error
+		if aevs[i], err = r.event(ev); err != nil {
+			return err
 		}
-		aevs[i] = audit.Event{Session: r.session, Kind: ev.kind, Actor: ev.actor, Decision: ev.decision, Data: raw}
 	}
 	if _, err := batch.AppendAll(ctx, aevs...); err != nil {
 		return r.broke(fmt.Errorf("record %s events: %w", evs[0].kind, err))

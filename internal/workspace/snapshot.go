@@ -119,21 +119,18 @@ func (w *Workspace) snapshot(ctx context.Context) (*Change, error) {
 	}
 	var drop []string
 	for _, f := range c.Files {
-		switch {
-		case f.Status == Deleted:
-		case w.hidden.match(f.Path):
-			// Normally excluded before git saw it (and noted by scanCopy).
+		if f.Status == Deleted {
+			continue
+		}
+		if refuse, note := w.refused(f.Path, f.NewMode == gitlinkMode && f.OldMode != gitlinkMode); refuse {
 			drop = append(drop, f.Path)
-		case f.NewMode == "160000" && f.OldMode != "160000":
-			drop = append(drop, f.Path)
-			skipped = append(skipped, Note{Path: f.Path, Reason: "nested git repository not recorded"})
+			skipped = append(skipped, note...)
 		}
 	}
 	if len(drop) > 0 {
 		if tree, err = w.unstage(ctx, drop); err != nil {
 			return nil, err
 		}
-		c.Files, c.Insertions, c.Deletions = nil, 0, 0
 		if err := c.load(ctx, tree, w.BaseTree); err != nil {
 			return nil, err
 		}
@@ -301,24 +298,38 @@ func (w *Workspace) stage(ctx context.Context, filter bool) (string, []Note, err
 			return "", nil, fmt.Errorf("ls-files: malformed record %q", rec)
 		}
 		p := string(path)
-		switch {
-		case w.hidden.match(p):
-			// Normally excluded before git saw it (and noted by scanCopy).
-			drop = append(drop, p)
-		case bytes.HasPrefix(meta, []byte("160000 ")):
+		newLink := false
+		if bytes.HasPrefix(meta, []byte(gitlinkMode+" ")) {
 			if baseLinks == nil {
 				if baseLinks, err = w.baseGitlinks(ctx); err != nil {
 					return "", nil, err
 				}
 			}
-			if !baseLinks[p] {
-				drop = append(drop, p)
-				skipped = append(skipped, Note{Path: p, Reason: "nested git repository not recorded"})
-			}
+			newLink = !baseLinks[p]
+		}
+		if refuse, note := w.refused(p, newLink); refuse {
+			drop = append(drop, p)
+			skipped = append(skipped, note...)
 		}
 	}
 	tree, err := w.unstage(ctx, drop)
 	return tree, skipped, err
+}
+
+// gitlinkMode is the mode of a submodule (gitlink) entry.
+const gitlinkMode = "160000"
+
+// refused reports whether path may not go into a recorded tree: a hidden
+// path (normally excluded before git saw it, and noted by scanCopy), or a
+// gitlink the base does not have (newLink), which is noted here.
+func (w *Workspace) refused(path string, newLink bool) (bool, []Note) {
+	switch {
+	case w.hidden.match(path):
+		return true, nil
+	case newLink:
+		return true, []Note{{Path: path, Reason: "nested git repository not recorded"}}
+	}
+	return false, nil
 }
 
 // unstage removes paths from the shadow index and writes its tree.
@@ -393,7 +404,7 @@ func (w *Workspace) baseGitlinks(ctx context.Context) (map[string]bool, error) {
 		return nil, err
 	}
 	for _, rec := range bytes.Split(out, []byte{0}) {
-		if meta, path, ok := bytes.Cut(rec, []byte{'\t'}); ok && bytes.HasPrefix(meta, []byte("160000 ")) {
+		if meta, path, ok := bytes.Cut(rec, []byte{'\t'}); ok && bytes.HasPrefix(meta, []byte(gitlinkMode+" ")) {
 			links[string(path)] = true
 		}
 	}
@@ -532,7 +543,7 @@ func gitignoreLiteral(rel string) (string, bool) {
 // the tree-ish to, from the shadow repository. When baseTree (Base's
 // tree, if known) is to, there is none and git is not asked.
 func (c *Change) load(ctx context.Context, to, baseTree string) error {
-	c.Files = []FileChange{}
+	c.Files, c.Insertions, c.Deletions = []FileChange{}, 0, 0
 	if baseTree != "" && to == baseTree {
 		return nil
 	}

@@ -16,9 +16,10 @@
 // its branches and tags), written by enclave directly: objects are reached
 // through objects/info/alternates, neither copied nor hard-linked (a hard
 // link would let the agent rewrite the user's object files in place), so
-// preparing costs one checkout of the current tree, not the history. The user's objects directories are listed in
-// [Workspace.ReadOnlyPaths]; the sandbox must mount them read-only at the
-// same path. The copy is on branch enclave/<session>.
+// preparing costs one checkout of the current tree, not the history. The
+// user's objects directories are listed in [Workspace.ReadOnlyPaths]; the
+// sandbox must mount them read-only at the same path. The copy is on
+// branch enclave/<session>.
 //
 // The agent sees exactly the user's working tree: tracked files as in the
 // index or work tree, uncommitted modifications and deletions, staged files,
@@ -56,14 +57,14 @@
 // once) while two more read the user's uncommitted state and refs, a stat
 // walk, and hashing only the files that differ from HEAD. The new
 // repositories' layout, their refs and the commits enclave records are
-// written without git (objects.go). It does not read,
-// copy or link the history: bench/workspace.sh checks this by timing two
-// repositories with the same 50,000-file tree, one with hundreds of MiB of
-// extra history, and comparing with a tar copy of the tree and a full
-// clone. Snapshot costs a stat walk of the copy plus hashing what the agent
-// changed: two git processes (add, write-tree), and a third (diff-tree)
-// only when the tree differs from the base. Parallel checkout (checkout.workers) was several times slower on
-// the 2-core test machine, so checkout is serial.
+// written without git (objects.go). It does not read, copy or link the
+// history: bench/workspace.sh checks this by timing two repositories with
+// the same 50,000-file tree, one with hundreds of MiB of extra history, and
+// comparing with a tar copy of the tree and a full clone. Snapshot costs a
+// stat walk of the copy plus hashing what the agent changed: git add, then
+// write-tree only if add changed the index, and diff-tree only if the tree
+// differs from the base. Parallel checkout (checkout.workers) was several
+// times slower on the 2-core test machine, so checkout is serial.
 //
 // # What is not covered
 //
@@ -445,8 +446,9 @@ func Locate(ctx context.Context, dir string) (*Repo, error) {
 	if lines[0] != "true" {
 		return nil, fmt.Errorf("%s is inside a git directory, not a work tree", abs)
 	}
-	if r.ObjectFormat = lines[3]; checkObjectFormat(r.ObjectFormat) != nil {
-		return nil, fmt.Errorf("repository %s: %w", lines[2], checkObjectFormat(r.ObjectFormat))
+	r.ObjectFormat = lines[3]
+	if err := checkObjectFormat(r.ObjectFormat); err != nil {
+		return nil, fmt.Errorf("repository %s: %w", lines[2], err)
 	}
 	if r.Top, err = filepath.EvalSymlinks(lines[2]); err != nil {
 		return nil, err
@@ -516,7 +518,11 @@ func (w *Workspace) prepareGit(ctx context.Context, src string, repo *Repo) erro
 		if err := os.Remove(attrs); err != nil {
 			return err
 		}
-		if err := w.writeOriginRefs(<-refs, repo.HeadRef); err != nil {
+		r := <-refs
+		if r.err != nil {
+			return r.err
+		}
+		if err := w.writeOriginRefs(r.out, repo.HeadRef); err != nil {
 			return err
 		}
 	}
@@ -578,12 +584,9 @@ func goUserGit(ctx context.Context, dir string, args ...string) <-chan gitResult
 // remote-tracking branches, the user's tags, and origin/HEAD on the branch
 // the user is on, as a clone would: refs is for-each-ref's
 // "<id> <name>" lines.
-func (w *Workspace) writeOriginRefs(refs gitResult, headRef string) error {
-	if refs.err != nil {
-		return refs.err
-	}
+func (w *Workspace) writeOriginRefs(refs []byte, headRef string) error {
 	var packed strings.Builder
-	for _, line := range strings.Split(string(refs.out), "\n") {
+	for _, line := range strings.Split(string(refs), "\n") {
 		if line == "" {
 			continue
 		}
