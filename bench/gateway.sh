@@ -6,11 +6,16 @@
 # agent sits in a sandbox: the fake upstream (SSE chunks stamped with the
 # time they were written), the gateway (one session, recording to a no-op
 # recorder: the audit log's cost is bench/audit.sh's), and the load client.
-# The client alternates direct and through-the-gateway runs and prints, at
-# 1, 100 and 1,000 concurrent streams:
+# The client takes four paths in turn: direct; through the gateway; and
+# through two floors that the gateway's process also serves, a byte-for-byte
+# TCP relay (what one more hop costs) and "plain", net/http's server and
+# client with a flushed copy loop and nothing inspected or recorded (what
+# net/http costs per request: the gateway minus its checks). It prints, at 1, 100 and 1,000 concurrent streams:
 #   - time to first byte (per request) and delivery delay per chunk (the
-#     upstream's write stamp to the client's read), p50 and p99, for both
-#     paths and the difference ("added");
+#     upstream's write stamp to the client's read), p50 and p99, for each
+#     path and what each adds over direct; "later p99" counts only chunks
+#     from each stream's third on, after the burst of requests that opened
+#     the streams has been served;
 #   - the gateway process's CPU time per stream and per chunk (getrusage;
 #     what scheduling noise on a shared machine does not blur, though it
 #     includes the Go runtime's idle spinning between wake-ups);
@@ -52,7 +57,7 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	rm -rf "$tmp"
+	[ -n "${KEEP:-}" ] && cp "$tmp"/*.log /tmp/ 2>/dev/null; rm -rf "$tmp"
 }
 trap cleanup EXIT
 go test -c -o "$tmp/gw.test" ./internal/gateway
@@ -73,14 +78,16 @@ start() { # start ROLE [VAR=value...]: run a server role, wait for its ready fil
 }
 start upstream
 upstream=$(sed -n 1p "$tmp/upstream.ready")
-start gateway ENCLAVE_BENCH_UPSTREAM="$upstream"
+start gateway ENCLAVE_BENCH_UPSTREAM="$upstream" ${GATEWAY_GOMAXPROCS:+GOMAXPROCS=$GATEWAY_GOMAXPROCS}
 gateway=$(sed -n 1p "$tmp/gateway.ready")
 token=$(sed -n 2p "$tmp/gateway.ready")
 control=$(sed -n 3p "$tmp/gateway.ready")
+relay=$(sed -n 4p "$tmp/gateway.ready")
+plainproxy=$(sed -n 5p "$tmp/gateway.ready")
 
 echo "== three processes: fake upstream, gateway, load client (PIN=${PIN:-0} NICE=${NICE:-0}; load average $(cut -d' ' -f1-3 /proc/loadavg))"
 ENCLAVE_BENCH_ROLE=client ENCLAVE_BENCH_UPSTREAM="$upstream" ENCLAVE_BENCH_GATEWAY="$gateway" \
-	ENCLAVE_BENCH_TOKEN="$token" ENCLAVE_BENCH_CONTROL="$control" \
+	ENCLAVE_BENCH_TOKEN="$token" ENCLAVE_BENCH_CONTROL="$control" ENCLAVE_BENCH_RELAY="$relay" ENCLAVE_BENCH_PLAINPROXY="$plainproxy" \
 	$(prefix client) "$tmp/gw.test" -test.run '^TestBenchRole$' -test.count=1 -test.timeout 900s |
 	grep -v -e '^PASS$' -e '^ok ' -e '^--- '
 echo

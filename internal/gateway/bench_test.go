@@ -120,8 +120,11 @@ func doStream(c *http.Client, url, token string, body string) (time.Duration, []
 				delays = append(delays, time.Since(time.Unix(0, ns)))
 			}
 		}
-		if err != nil {
+		if err == io.EOF {
 			break
+		}
+		if err != nil {
+			return 0, nil, fmt.Errorf("stream broke after %d chunks: %w", len(delays), err)
 		}
 	}
 	return ttfb, delays, nil

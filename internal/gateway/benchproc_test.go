@@ -103,7 +103,14 @@ func benchGatewayRole(t *testing.T) {
 		})
 	}))
 	ln := listen(t)
-	ready(t, "http://"+ln.Addr().String(), s.Token(), "http://"+ctl.Addr().String())
+	relay := listen(t)
+	go bareRelay(relay, strings.TrimPrefix(up, "http://"))
+	rp := listen(t)
+	tr := http.DefaultTransport.(*http.Transport).Clone() // as the gateway's own
+	tr.Proxy, tr.DisableCompression, tr.MaxIdleConnsPerHost = nil, true, 256
+	proxy := plainProxy(&http.Client{Transport: tr}, up)
+	go http.Serve(rp, proxy)
+	ready(t, "http://"+ln.Addr().String(), s.Token(), "http://"+ctl.Addr().String(), "http://"+relay.Addr().String(), "http://"+rp.Addr().String())
 	srv := s.Server()
 	go srv.Serve(ln)
 	if f := os.Getenv("ENCLAVE_BENCH_CPUPROFILE"); f != "" {
@@ -120,6 +127,74 @@ func benchGatewayRole(t *testing.T) {
 	defer stop()
 	<-ctx.Done()
 	srv.Close()
+}
+
+// bareRelay forwards every connection accepted on ln to upstream byte for
+// byte: no HTTP, no inspection, no record. It is the floor of any relay in
+// a process of its own, what the kernel and the Go runtime charge for one
+// more hop (a wake-up, a read and a write per chunk), so that the gateway's
+// own cost can be told apart from the hop's.
+func bareRelay(ln net.Listener, upstream string) {
+	for {
+		in, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer in.Close()
+			out, err := net.Dial("tcp", upstream)
+			if err != nil {
+				return
+			}
+			defer out.Close()
+			go func() {
+				io.Copy(out, in)
+				out.(*net.TCPConn).CloseWrite()
+			}()
+			io.Copy(in, out)
+		}()
+	}
+}
+
+// plainProxy forwards each request to upstream with net/http's server and
+// client and streams the answer back, flushing after every read: the
+// gateway's plumbing with its authentication, inspection, policy and
+// records taken out, so that what those cost can be told apart from what
+// net/http costs per request.
+func plainProxy(c *http.Client, upstream string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, upstream+r.URL.RequestURI(), bytes.NewReader(body))
+		req.Header = r.Header.Clone()
+		resp, err := c.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, vs := range resp.Header {
+			w.Header()[k] = vs
+		}
+		w.WriteHeader(resp.StatusCode)
+		fl := w.(http.Flusher)
+		buf := make([]byte, 4<<10)
+		for {
+			n, err := resp.Body.Read(buf)
+			if n > 0 {
+				if _, werr := w.Write(buf[:n]); werr != nil {
+					return
+				}
+				fl.Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
 }
 
 // rss is the resident set size of process pid in bytes, 0 if unknown.
@@ -139,12 +214,17 @@ func rss(pid int) uint64 {
 
 type pathResult struct {
 	ttfb, chunks []time.Duration
-	cpu          time.Duration // the gateway process's CPU time meanwhile
+	// later is chunks from each stream's third on: by then the burst of
+	// requests that opened the streams has been served, so these show
+	// what relaying a chunk costs, apart from what opening a stream does.
+	later []time.Duration
+	cpu   time.Duration // the gateway process's CPU time meanwhile
 }
 
 func (p *pathResult) add(q pathResult) {
 	p.ttfb = append(p.ttfb, q.ttfb...)
 	p.chunks = append(p.chunks, q.chunks...)
+	p.later = append(p.later, q.later...)
 	p.cpu += q.cpu
 }
 
@@ -161,6 +241,12 @@ func benchClientRole(t *testing.T) {
 	stagger := os.Getenv("ENCLAVE_BENCH_STAGGER") == "1"
 	q := fmt.Sprintf("?chunks=%d&gap=%s", chunks, gap)
 	direct, through := up+"/v1/chat/completions"+q, gw+"/openai/v1/chat/completions"+q
+	// Two floors, served by the gateway's process beside the gateway: a
+	// byte-for-byte TCP relay (what one more hop costs in the kernel and
+	// the Go runtime) and plainProxy (what net/http's server and client
+	// cost per request, with nothing inspected or recorded).
+	relayed := os.Getenv("ENCLAVE_BENCH_RELAY") + "/v1/chat/completions" + q
+	plained := os.Getenv("ENCLAVE_BENCH_PLAINPROXY") + "/v1/chat/completions" + q
 	c := benchClient()
 
 	cpu := func() time.Duration { return time.Duration(gatewayMem(t, ctl+"/cpu")["cpu"]) }
@@ -188,6 +274,9 @@ func benchClientRole(t *testing.T) {
 					mu.Lock()
 					res.ttfb = append(res.ttfb, d)
 					res.chunks = append(res.chunks, delays...)
+					if len(delays) > 2 {
+						res.later = append(res.later, delays[2:]...)
+					}
 					mu.Unlock()
 				}
 			}()
@@ -201,37 +290,48 @@ func benchClientRole(t *testing.T) {
 	if stagger {
 		start = "staggered over one gap (ENCLAVE_BENCH_STAGGER=1)"
 	}
-	fmt.Fprintf(&out, "streams of %d chunks %s apart, started %s; %d rounds, direct and gateway alternated\n", chunks, gap, start, rounds)
-	fmt.Fprintf(&out, "%-6s %-8s %10s %10s %10s %10s %9s\n", "conc", "path", "ttfb p50", "ttfb p99", "chunk p50", "chunk p99", "samples")
+	fmt.Fprintf(&out, "streams of %d chunks %s apart, started %s; %d rounds, paths alternated\n", chunks, gap, start, rounds)
+	fmt.Fprintf(&out, "paths: direct; gateway; relay = byte-for-byte TCP relay and plain = net/http server and client with a flushed copy loop (the gateway minus its checks), both in the gateway's process, nothing inspected or recorded\n")
+	fmt.Fprintf(&out, "later p99: chunks from each stream's third on; +path: added over direct\n")
+	fmt.Fprintf(&out, "%-6s %-9s %10s %10s %10s %10s %10s %9s\n", "conc", "path", "ttfb p50", "ttfb p99", "chunk p50", "chunk p99", "later p99", "chunks")
 	for _, f := range strings.Split(envOr("ENCLAVE_BENCH_STREAMS", "1,100,1000"), ",") {
 		conc, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || conc < 1 {
 			t.Fatalf("ENCLAVE_BENCH_STREAMS: %q is not a positive number", f)
 		}
 		per := max(3, 50/conc)
-		run(min(conc, 100), 1, through) // warm connections on both paths
-		run(min(conc, 100), 1, direct)
-		var d, g pathResult
+		// The paths take turns leading, so that drift over a run (other
+		// work on the machine, the CPU's clock) falls on each alike.
+		paths := []struct{ name, url string }{{"direct", direct}, {"gateway", through}, {"relay", relayed}, {"plain", plained}}
+		res := make([]pathResult, len(paths))
+		for _, p := range paths {
+			run(min(conc, 100), 1, p.url) // warm the connections
+		}
 		for r := 0; r < rounds; r++ {
-			if r%2 == 0 {
-				d.add(run(conc, per, direct))
-				g.add(run(conc, per, through))
-			} else {
-				g.add(run(conc, per, through))
-				d.add(run(conc, per, direct))
+			for i := range paths {
+				k := (r + i) % len(paths)
+				res[k].add(run(conc, per, paths[k].url))
 			}
 		}
-		row := func(name string, a, b, c, e time.Duration, n int) {
-			fmt.Fprintf(&out, "%-6d %-8s %10s %10s %10s %10s %9s\n", conc, name, ms(a), ms(b), ms(c), ms(e), strconv.Itoa(n))
+		type pcts struct{ t50, t99, c50, c99, l99 time.Duration }
+		of := func(r *pathResult) pcts {
+			return pcts{pct(r.ttfb, 50), pct(r.ttfb, 99), pct(r.chunks, 50), pct(r.chunks, 99), pct(r.later, 99)}
 		}
-		dt50, dt99, dc50, dc99 := pct(d.ttfb, 50), pct(d.ttfb, 99), pct(d.chunks, 50), pct(d.chunks, 99)
-		gt50, gt99, gc50, gc99 := pct(g.ttfb, 50), pct(g.ttfb, 99), pct(g.chunks, 50), pct(g.chunks, 99)
-		row("direct", dt50, dt99, dc50, dc99, len(d.chunks))
-		row("gateway", gt50, gt99, gc50, gc99, len(g.chunks))
-		row("added", gt50-dt50, gt99-dt99, gc50-dc50, gc99-dc99, 0)
+		d := of(&res[0])
+		for i, p := range paths {
+			v := of(&res[i])
+			fmt.Fprintf(&out, "%-6d %-9s %10s %10s %10s %10s %10s %9d\n", conc, p.name, ms(v.t50), ms(v.t99), ms(v.c50), ms(v.c99), ms(v.l99), len(res[i].chunks))
+		}
+		for i, p := range paths[1:] {
+			v := of(&res[i+1])
+			fmt.Fprintf(&out, "%-6d %-9s %10s %10s %10s %10s %10s\n", conc, "+"+p.name, ms(v.t50-d.t50), ms(v.t99-d.t99), ms(v.c50-d.c50), ms(v.c99-d.c99), ms(v.l99-d.l99))
+		}
 		// CPU is what scheduling noise on a shared machine does not blur.
-		fmt.Fprintf(&cpuNote, "%d streams: gateway CPU %.1f us per stream of %d chunks (%.1f us per chunk, request included)\n", conc,
-			float64(g.cpu-d.cpu)/1e3/float64(len(g.ttfb)), chunks, float64(g.cpu-d.cpu)/1e3/float64(max(1, len(g.chunks))))
+		perChunk := func(i int) float64 {
+			return float64(res[i].cpu-res[0].cpu) / 1e3 / float64(max(1, len(res[i].chunks)))
+		}
+		fmt.Fprintf(&cpuNote, "%d streams: gateway process CPU per chunk, its request's share included: gateway %.1f us (%.1f us per stream of %d chunks), relay %.1f us, plain %.1f us\n",
+			conc, perChunk(1), float64(res[1].cpu-res[0].cpu)/1e3/float64(max(1, len(res[1].ttfb))), chunks, perChunk(2), perChunk(3))
 	}
 	out.WriteString(cpuNote.String())
 
@@ -239,7 +339,8 @@ func benchClientRole(t *testing.T) {
 	plain := strings.Replace(benchPrompt, `"stream":true`, `"stream":false`, 1)
 	var dp, gp []time.Duration
 	cpu0 := cpu()
-	for i := 0; i < 400; i++ {
+	plainN, _ := strconv.Atoi(envOr("ENCLAVE_BENCH_PLAIN", "400"))
+	for i := 0; i < plainN; i++ {
 		for _, p := range []struct {
 			url  string
 			into *[]time.Duration
@@ -251,7 +352,7 @@ func benchClientRole(t *testing.T) {
 			*p.into = append(*p.into, time.Since(start))
 		}
 	}
-	reqCPU := float64(cpu()-cpu0) / 1e3 / 400
+	reqCPU := float64(cpu()-cpu0) / 1e3 / float64(plainN)
 	fmt.Fprintf(&out, "one request, not streamed: direct p50 %s p99 %s; gateway p50 %s p99 %s; added p50 %s p99 %s; gateway CPU %.1f us per request\n",
 		ms(pct(dp, 50)), ms(pct(dp, 99)), ms(pct(gp, 50)), ms(pct(gp, 99)), ms(pct(gp, 50)-pct(dp, 50)), ms(pct(gp, 99)-pct(dp, 99)), reqCPU)
 
