@@ -82,8 +82,9 @@
 // Overhead: see bench/gateway.sh (fake upstream, gateway and load client
 // in three processes) and README's Performance table. Prompt inspection
 // of a 50 KB request, decoding included: 3-8 ms the first time, 0.6-2.3 ms
-// when the conversation history repeats (cached per session). About 35 KB
-// (Go heap and stacks, 3 goroutines) per open stream.
+// when the conversation history repeats (cached per session). 45-58 KB
+// per open stream (Go heap and stacks, 3 goroutines), most of it
+// net/http's connection buffers.
 package gateway
 
 import (
