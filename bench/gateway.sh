@@ -36,6 +36,8 @@
 #   PIN=1 pins the gateway to the last CPU and the upstream and client to
 #   the first (both paths run on the same CPUs, so the comparison stays
 #   fair, and the gateway's CPU time is not taken by the load it serves).
+#   GATEWAY_ENV="GOGC=400 GOMAXPROCS=1" sets variables for the gateway's
+#   process only (runtime settings tried against the lock-step tail).
 #   NICE=-5 runs all three processes at that nice level (root), so other
 #   work on a shared machine disturbs the measurement less.
 set -euo pipefail
@@ -57,7 +59,7 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
-	[ -n "${KEEP:-}" ] && cp "$tmp"/*.log /tmp/ 2>/dev/null; rm -rf "$tmp"
+	rm -rf "$tmp"
 }
 trap cleanup EXIT
 go test -c -o "$tmp/gw.test" ./internal/gateway
@@ -78,7 +80,8 @@ start() { # start ROLE [VAR=value...]: run a server role, wait for its ready fil
 }
 start upstream
 upstream=$(sed -n 1p "$tmp/upstream.ready")
-start gateway ENCLAVE_BENCH_UPSTREAM="$upstream" ${GATEWAY_GOMAXPROCS:+GOMAXPROCS=$GATEWAY_GOMAXPROCS}
+# shellcheck disable=SC2086 # GATEWAY_ENV is a list of words by design
+start gateway ENCLAVE_BENCH_UPSTREAM="$upstream" ${GATEWAY_ENV:-}
 gateway=$(sed -n 1p "$tmp/gateway.ready")
 token=$(sed -n 2p "$tmp/gateway.ready")
 control=$(sed -n 3p "$tmp/gateway.ready")
