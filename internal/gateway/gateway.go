@@ -88,16 +88,20 @@
 package gateway
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 // Sentinel errors.
@@ -162,21 +166,31 @@ type SessionConfig struct {
 	// about a refused call, so it can only narrow. An error refuses the
 	// call (fail closed). It must be fast and safe for concurrent use.
 	Authorize AuthorizeFunc
+	// MaxConns bounds the agent's connections served at once (0 means
+	// DefaultMaxConns); see [Session.Server].
+	MaxConns int
 }
+
+// DefaultMaxConns is how many connections one session's gateway serves at
+// once. Each open stream holds 45-58 KB, so the cap bounds what an agent
+// can make the enclave process hold (about 30 MB, and as many descriptors)
+// however many processes it forks to open connections.
+const DefaultMaxConns = 512
 
 // Session is one agent session's view of the gateway: its token, its
 // budgets, its fingerprints and what it has sent so far. Serve its
 // [Session.ServeHTTP] on the listener inside that session's sandbox.
 type Session struct {
-	g     *Gateway
-	id    string
-	token []byte
-	rec   Recorder
-	authz AuthorizeFunc
-	log   *slog.Logger
-	salt  []byte // keys placeholder hashes; never leaves the process
-	index *Index
-	bud   Budget
+	g        *Gateway
+	id       string
+	token    []byte
+	rec      Recorder
+	authz    AuthorizeFunc
+	maxConns int
+	log      *slog.Logger
+	salt     []byte // keys placeholder hashes; never leaves the process
+	index    *Index
+	bud      Budget
 
 	ended    atomic.Bool
 	requests atomic.Int64
@@ -203,6 +217,9 @@ func (g *Gateway) NewSession(sc SessionConfig) (*Session, error) {
 	if sc.Budget.Tokens < 0 || sc.Budget.Requests < 0 {
 		return nil, fmt.Errorf("%w: session %s: negative budget", ErrConfig, sc.ID)
 	}
+	if sc.MaxConns < 0 {
+		return nil, fmt.Errorf("%w: session %s: MaxConns %d is negative", ErrConfig, sc.ID, sc.MaxConns)
+	}
 	raw := make([]byte, 32)
 	salt := make([]byte, 32)
 	rand.Read(raw)
@@ -216,18 +233,19 @@ func (g *Gateway) NewSession(sc SessionConfig) (*Session, error) {
 		return nil, fmt.Errorf("session %s: %w", sc.ID, err)
 	}
 	s := &Session{
-		g:       g,
-		id:      sc.ID,
-		token:   []byte("enclave-" + hex.EncodeToString(raw)),
-		rec:     sc.Recorder,
-		authz:   sc.Authorize,
-		log:     logger.With("session", sc.ID),
-		salt:    salt,
-		index:   idx,
-		bud:     sc.Budget,
-		sentMax: -1,
-		usage:   map[string]*ModelUsage{},
-		cache:   map[[32]byte]*scanResult{},
+		g:        g,
+		id:       sc.ID,
+		token:    []byte("enclave-" + hex.EncodeToString(raw)),
+		rec:      sc.Recorder,
+		authz:    sc.Authorize,
+		log:      logger.With("session", sc.ID),
+		salt:     salt,
+		index:    idx,
+		bud:      sc.Budget,
+		sentMax:  -1,
+		usage:    map[string]*ModelUsage{},
+		cache:    map[[32]byte]*scanResult{},
+		maxConns: cmp.Or(sc.MaxConns, DefaultMaxConns),
 	}
 	return s, nil
 }
@@ -302,18 +320,35 @@ func (s *Session) nextID() string {
 
 func since(t time.Time) time.Duration { return time.Since(t) }
 
-// Server returns an http.Server for s with the timeouts a gateway facing an
-// untrusted agent needs: a client that stalls while sending headers or a
-// body is cut off instead of holding a goroutine forever. Response writes
-// have no deadline, because a model stream may legitimately run for many
-// minutes. Serve it on the listener inside the session's sandbox.
-func (s *Session) Server() *http.Server {
-	return &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       2 * time.Minute,
-		IdleTimeout:       5 * time.Minute,
-		MaxHeaderBytes:    1 << 20,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+// Server serves one session's gateway to its agent with the limits a
+// server facing an untrusted client needs.
+type Server struct {
+	*http.Server
+	maxConns int
+}
+
+// Server returns the server for s. A client that stalls while sending
+// headers or a body is cut off instead of holding a goroutine forever.
+// Response writes have no deadline, because a model stream may
+// legitimately run for many minutes. At most MaxConns connections are
+// served at once; further ones wait in the listen queue until one closes,
+// so an agent that opens connections without end stalls itself, not the
+// enclave process. Serve it on the listener inside the session's sandbox.
+func (s *Session) Server() *Server {
+	return &Server{
+		Server: &http.Server{
+			Handler:           s,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       2 * time.Minute,
+			IdleTimeout:       5 * time.Minute,
+			MaxHeaderBytes:    1 << 20,
+			ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		},
+		maxConns: s.maxConns,
 	}
+}
+
+// Serve answers connections on ln until the server is closed.
+func (srv *Server) Serve(ln net.Listener) error {
+	return srv.Server.Serve(netutil.LimitListener(ln, srv.maxConns))
 }

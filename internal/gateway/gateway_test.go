@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -617,5 +618,72 @@ func TestServerCutsStalledBody(t *testing.T) {
 	}
 	if r.up.count() != 0 {
 		t.Errorf("upstream contacted for a stalled request")
+	}
+}
+
+// An agent that opens connections without end (it can fork many processes,
+// each with its own descriptor limit) must not make the enclave process
+// hold one goroutine, buffer set and descriptor per connection: the
+// session's server takes at most MaxConns at once, and serves again once
+// the flood is gone.
+func TestServerCapsConnections(t *testing.T) {
+	const limit = 4
+	r := newRig(t, func(_ *Config, sc *SessionConfig) { sc.MaxConns = limit })
+	srv := r.s.Server()
+	var open, peak atomic.Int64
+	srv.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			n := open.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	// The flood: connections that send nothing. The kernel completes each
+	// handshake, so the agent sees them all as open.
+	var flood []net.Conn
+	for range 50 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		flood = append(flood, c)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for open.Load() < limit && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // room for any accept over the cap
+	if got := peak.Load(); got != limit {
+		t.Fatalf("the server took %d of 50 idle connections at once, want %d", got, limit)
+	}
+
+	for _, c := range flood {
+		c.Close()
+	}
+	c := &http.Client{Timeout: 10 * time.Second}
+	req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/anthropic/v1/models", nil)
+	req.Header.Set("X-Api-Key", r.s.Token())
+	req.Header.Set("Anthropic-Version", "2023-06-01")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("after the flood closed, a request was not served: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("after the flood: status %d, want 200", resp.StatusCode)
+	}
+	if got := peak.Load(); got > limit {
+		t.Errorf("peak of %d connections at once, over the cap of %d", got, limit)
 	}
 }

@@ -172,7 +172,7 @@ func TestCedarNarrowsModels(t *testing.T) {
 			o, log := testOptions(t, up.URL)
 			o.Authz, o.Tier, o.User = e, tt.tier, "alice"
 			g := startTestGatewayScoped(t, o, "s-"+tt.tier)
-			if got := call(t, g.srv.(*http.Server).Handler, g.sess.Token()); got != tt.status {
+			if got := call(t, g.srv.(*gateway.Server).Handler, g.sess.Token()); got != tt.status {
 				t.Fatalf("status = %d, want %d", got, tt.status)
 			}
 			var found bool
@@ -278,7 +278,7 @@ func BenchmarkGatewayAuthz(b *testing.B) {
 		if err != nil || g == nil {
 			b.Fatalf("startGateway = %v, %v", g, err)
 		}
-		h, tok := g.srv.(*http.Server).Handler, g.sess.Token()
+		h, tok := g.srv.(*gateway.Server).Handler, g.sess.Token()
 		return func() time.Duration {
 			start := time.Now()
 			if got := call(b, h, tok); got != 200 {

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/enclave-dev/enclave/internal/audit"
+	"github.com/enclave-dev/enclave/internal/gateway"
 	"github.com/enclave-dev/enclave/internal/policy"
 	"github.com/enclave-dev/enclave/internal/workspace"
 )
@@ -117,7 +118,7 @@ func TestTokenScopedToSession(t *testing.T) {
 	o, log := testOptions(t, up.URL)
 	g1, _ := startTestGateway(t, o, "s-1")
 	g2, _ := startTestGateway(t, o, "s-2")
-	h1, h2 := g1.srv.(*http.Server).Handler, g2.srv.(*http.Server).Handler
+	h1, h2 := g1.srv.(*gateway.Server).Handler, g2.srv.(*gateway.Server).Handler
 	tok := g1.sess.Token()
 	if got := call(t, h1, tok); got != 200 {
 		t.Fatalf("own session: status %d, want 200", got)
@@ -157,7 +158,7 @@ func TestGatewayRecordFailsClosed(t *testing.T) {
 	log.mu.Lock()
 	log.fail = true
 	log.mu.Unlock()
-	if got := call(t, g.srv.(*http.Server).Handler, g.sess.Token()); got == 200 {
+	if got := call(t, g.srv.(*gateway.Server).Handler, g.sess.Token()); got == 200 {
 		t.Errorf("status %d with a failing audit log, want a refusal", got)
 	}
 	if n := len(keys()); n != 0 {
