@@ -178,8 +178,8 @@ type SessionConfig struct {
 const DefaultMaxConns = 512
 
 // Session is one agent session's view of the gateway: its token, its
-// budgets, its fingerprints and what it has sent so far. Serve its
-// [Session.ServeHTTP] on the listener inside that session's sandbox.
+// budgets, its fingerprints and what it has sent so far. Serve it with
+// [Session.Server] on the listener inside that session's sandbox.
 type Session struct {
 	g        *Gateway
 	id       string
