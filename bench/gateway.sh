@@ -10,7 +10,8 @@
 # through two floors that the gateway's process also serves, a byte-for-byte
 # TCP relay (what one more hop costs) and "plain", net/http's server and
 # client with a flushed copy loop and nothing inspected or recorded (what
-# net/http costs per request: the gateway minus its checks). It prints, at 1, 100 and 1,000 concurrent streams:
+# net/http costs per request: the gateway minus its checks). It prints, at
+# 1, 100 and 1,000 concurrent streams:
 #   - time to first byte (per request) and delivery delay per chunk (the
 #     upstream's write stamp to the client's read), p50 and p99, for each
 #     path and what each adds over direct; "later p99" counts only chunks
@@ -29,7 +30,10 @@
 #
 # Usage: bench/gateway.sh [benchtime]   (default 2s)
 #   ENCLAVE_BENCH_STREAMS=1,100,1000 ENCLAVE_BENCH_CHUNKS=20 ENCLAVE_BENCH_GAP=20ms
-#   ENCLAVE_BENCH_ROUNDS=2 ENCLAVE_BENCH_HOLD=1000 override the defaults.
+#   ENCLAVE_BENCH_ROUNDS=2 ENCLAVE_BENCH_HOLD=1000 ENCLAVE_BENCH_REQUESTS=400
+#   (non-streamed requests) override the defaults.
+#   ENCLAVE_BENCH_CPUPROFILE=FILE and ENCLAVE_BENCH_HEAPPROFILE=FILE write the
+#   gateway process's CPU profile and, with the streams held, its heap.
 #   ENCLAVE_BENCH_STAGGER=1 starts each concurrent stream at its own moment
 #   within one gap, as independent agents would; by default all start
 #   together and their chunks arrive in lock step (the worst case).

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/enclave-dev/enclave/internal/policy"
+	"github.com/enclave-dev/enclave/internal/relaytest"
 )
 
 // sinkServer reads 8 bytes of length, then that many bytes, and answers
@@ -299,8 +300,8 @@ func TestProxyBenchReport(t *testing.T) {
 	targets := []string{
 		"direct=" + sinkAddr,
 		"proxy=" + tp.addr + "/" + sinkAddr,
-		"relay-copy=" + bareRelay(t, sinkAddr, copyThrough),
-		"relay-splice=" + bareRelay(t, sinkAddr, spliceThrough),
+		"relay-copy=" + relaytest.Start(t, sinkAddr, copyThrough),
+		"relay-splice=" + relaytest.Start(t, sinkAddr, spliceThrough),
 	}
 	vias := []string{"proxy", "relay-copy", "relay-splice"}
 	if os.Getenv("ENCLAVE_BENCH_NETNS") != "" {
@@ -564,43 +565,6 @@ func copyThrough(dst, src *net.TCPConn) {
 }
 
 func spliceThrough(dst, src *net.TCPConn) { io.Copy(dst, src) }
-
-// bareRelay serves a relay to upstream on a loopback port and returns its
-// address: no request to parse, no policy, budget or record.
-func bareRelay(t *testing.T, upstream string, move func(dst, src *net.TCPConn)) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				u, err := net.Dial("tcp", upstream)
-				if err != nil {
-					return
-				}
-				defer u.Close()
-				done := make(chan struct{})
-				one := func(dst, src *net.TCPConn) {
-					move(dst, src)
-					dst.CloseWrite()
-					done <- struct{}{}
-				}
-				go one(u.(*net.TCPConn), c.(*net.TCPConn))
-				go one(c.(*net.TCPConn), u.(*net.TCPConn))
-				<-done
-				<-done
-			}()
-		}
-	}()
-	return l.Addr().String()
-}
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/enclave-dev/enclave/internal/relaytest"
 )
 
 // TestBenchRole is one process of bench/gateway.sh, which measures the
@@ -114,14 +116,10 @@ func benchGatewayRole(t *testing.T) {
 		})
 	}))
 	ln := listen(t)
-	relay := listen(t)
-	go bareRelay(relay, strings.TrimPrefix(up, "http://"))
+	relay := relaytest.Start(t, strings.TrimPrefix(up, "http://"), nil)
 	rp := listen(t)
-	tr := http.DefaultTransport.(*http.Transport).Clone() // as the gateway's own
-	tr.Proxy, tr.DisableCompression, tr.MaxIdleConnsPerHost = nil, true, 256
-	proxy := plainProxy(&http.Client{Transport: tr}, up)
-	go http.Serve(rp, proxy)
-	ready(t, "http://"+ln.Addr().String(), s.Token(), "http://"+ctl.Addr().String(), "http://"+relay.Addr().String(), "http://"+rp.Addr().String())
+	go http.Serve(rp, plainProxy(g.client, up)) // the gateway's own upstream client
+	ready(t, "http://"+ln.Addr().String(), s.Token(), "http://"+ctl.Addr().String(), "http://"+relay, "http://"+rp.Addr().String())
 	srv := s.Server()
 	go srv.Serve(ln)
 	if f := os.Getenv("ENCLAVE_BENCH_CPUPROFILE"); f != "" {
@@ -138,33 +136,6 @@ func benchGatewayRole(t *testing.T) {
 	defer stop()
 	<-ctx.Done()
 	srv.Close()
-}
-
-// bareRelay forwards every connection accepted on ln to upstream byte for
-// byte: no HTTP, no inspection, no record. It is the floor of any relay in
-// a process of its own, what the kernel and the Go runtime charge for one
-// more hop (a wake-up, a read and a write per chunk), so that the gateway's
-// own cost can be told apart from the hop's.
-func bareRelay(ln net.Listener, upstream string) {
-	for {
-		in, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer in.Close()
-			out, err := net.Dial("tcp", upstream)
-			if err != nil {
-				return
-			}
-			defer out.Close()
-			go func() {
-				io.Copy(out, in)
-				out.(*net.TCPConn).CloseWrite()
-			}()
-			io.Copy(in, out)
-		}()
-	}
 }
 
 // plainProxy forwards each request to upstream with net/http's server and
@@ -350,7 +321,7 @@ func benchClientRole(t *testing.T) {
 	plain := strings.Replace(benchPrompt, `"stream":true`, `"stream":false`, 1)
 	var dp, gp []time.Duration
 	cpu0 := cpu()
-	plainN, _ := strconv.Atoi(envOr("ENCLAVE_BENCH_PLAIN", "400"))
+	plainN, _ := strconv.Atoi(envOr("ENCLAVE_BENCH_REQUESTS", "400"))
 	for i := 0; i < plainN; i++ {
 		for _, p := range []struct {
 			url  string
