@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclave-dev/enclave/internal/looptest"
 	"github.com/enclave-dev/enclave/internal/policy"
-	"github.com/enclave-dev/enclave/internal/relaytest"
 )
 
 // sinkServer reads 8 bytes of length, then that many bytes, and answers
@@ -26,40 +26,27 @@ import (
 // With a negative length it sends that many bytes instead (download).
 func startSink(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { l.Close() })
-	go func() {
+	addr := looptest.Serve(tb, func(c net.Conn) {
+		defer c.Close()
+		var hdr [8]byte
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			if _, err := io.ReadFull(c, hdr[:]); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				var hdr [8]byte
-				for {
-					if _, err := io.ReadFull(c, hdr[:]); err != nil {
-						return
-					}
-					n := int64(binary.BigEndian.Uint64(hdr[:]))
-					if n >= 0 {
-						if err := discardN(c, n); err != nil {
-							return
-						}
-					} else if err := sendN(c, -n); err != nil {
-						return
-					}
-					if _, err := c.Write(hdr[:]); err != nil {
-						return
-					}
+			n := int64(binary.BigEndian.Uint64(hdr[:]))
+			if n >= 0 {
+				if err := discardN(c, n); err != nil {
+					return
 				}
-			}()
+			} else if err := sendN(c, -n); err != nil {
+				return
+			}
+			if _, err := c.Write(hdr[:]); err != nil {
+				return
+			}
 		}
-	}()
-	return l.Addr().(*net.TCPAddr).Port
+	})
+	return looptest.Port(addr)
 }
 
 type zeroReader struct{}
@@ -300,8 +287,8 @@ func TestProxyBenchReport(t *testing.T) {
 	targets := []string{
 		"direct=" + sinkAddr,
 		"proxy=" + tp.addr + "/" + sinkAddr,
-		"relay-copy=" + relaytest.Start(t, sinkAddr, copyThrough),
-		"relay-splice=" + relaytest.Start(t, sinkAddr, spliceThrough),
+		"relay-copy=" + looptest.Relay(t, sinkAddr, copyThrough),
+		"relay-splice=" + looptest.Relay(t, sinkAddr, spliceThrough),
 	}
 	vias := []string{"proxy", "relay-copy", "relay-splice"}
 	if os.Getenv("ENCLAVE_BENCH_NETNS") != "" {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enclave-dev/enclave/internal/looptest"
 	"github.com/enclave-dev/enclave/internal/policy"
 )
 
@@ -714,28 +715,14 @@ func TestNewValidates(t *testing.T) {
 }
 
 // echoServer is a raw TCP echo server on loopback.
-type echoServer struct{ l net.Listener }
+type echoServer struct{ addr string }
 
 func startEcho(t testing.TB) *echoServer {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
-	return &echoServer{l}
+	return &echoServer{looptest.Serve(t, func(c net.Conn) { io.Copy(c, c); c.Close() })}
 }
 
-func (e *echoServer) Port() int { return e.l.Addr().(*net.TCPAddr).Port }
+func (e *echoServer) Port() int { return looptest.Port(e.addr) }
 
 func connectTunnel(t testing.TB, tp *testProxy, port int) (net.Conn, *bufio.Reader) {
 	t.Helper()

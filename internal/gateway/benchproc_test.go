@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/enclave-dev/enclave/internal/relaytest"
+	"github.com/enclave-dev/enclave/internal/looptest"
 )
 
 // TestBenchRole is one process of bench/gateway.sh, which measures the
@@ -116,7 +116,7 @@ func benchGatewayRole(t *testing.T) {
 		})
 	}))
 	ln := listen(t)
-	relay := relaytest.Start(t, strings.TrimPrefix(up, "http://"), nil)
+	relay := looptest.Relay(t, strings.TrimPrefix(up, "http://"), nil)
 	rp := listen(t)
 	go http.Serve(rp, plainProxy(g.client, up)) // the gateway's own upstream client
 	ready(t, "http://"+ln.Addr().String(), s.Token(), "http://"+ctl.Addr().String(), "http://"+relay, "http://"+rp.Addr().String())
